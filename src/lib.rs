@@ -1,0 +1,9 @@
+//! lameduck: graceful shutdown without an async runtime.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, missing_debug_implementations)]
+
+pub mod shutdown;
+pub mod signals;
+
+pub use shutdown::{Reason, Shutdown};
+pub use signals::SignalError;

@@ -1,0 +1,346 @@
+//! The shutdown token: one flag for cheap checks, one channel for waking sleepers.
+//!
+//! A [`Shutdown`] is cloned into every thread that must stop. Triggering it sets an
+//! `AtomicBool` (read with one load on hot paths) and drops the sender of a crossbeam
+//! channel, which wakes every thread blocked in [`Shutdown::wait`] or in a `select!` on
+//! [`Shutdown::triggered`] at the same instant: nobody waits out a poll interval.
+//!
+//! The token has a second stage, [`Shutdown::force`]: "stop waiting, abandon what is
+//! left". A second signal or a passed drain deadline forces; forcing also triggers.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// What started a shutdown; printed as `reason=` in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// SIGINT, SIGTERM or SIGHUP (Ctrl+C / Ctrl+Break on Windows).
+    Signal,
+    /// A programmatic call to [`Shutdown::trigger`].
+    Trigger,
+    /// A failure while serving, such as a supervised task that failed.
+    Error,
+}
+
+impl Reason {
+    fn code(self) -> u8 {
+        match self {
+            Reason::Signal => 1,
+            Reason::Trigger => 2,
+            Reason::Error => 3,
+        }
+    }
+
+    fn from_code(code: u8) -> Option<Reason> {
+        match code {
+            1 => Some(Reason::Signal),
+            2 => Some(Reason::Trigger),
+            3 => Some(Reason::Error),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::Signal => "signal",
+            Reason::Trigger => "trigger",
+            Reason::Error => "error",
+        })
+    }
+}
+
+/// A one-shot broadcast: a flag plus a channel whose sender is dropped to wake everyone.
+struct Latch {
+    set: AtomicBool,
+    at: OnceLock<Instant>,
+    sender: Mutex<Option<Sender<()>>>,
+    receiver: Receiver<()>,
+}
+
+impl Latch {
+    fn new() -> Latch {
+        // Nothing is ever sent: the channel exists so that dropping its only sender
+        // disconnects it, which every receiver observes at once.
+        let (sender, receiver) = crossbeam_channel::bounded(0);
+        Latch {
+            set: AtomicBool::new(false),
+            at: OnceLock::new(),
+            sender: Mutex::new(Some(sender)),
+            receiver,
+        }
+    }
+
+    /// Returns true for the call that set the latch, false for every later one.
+    fn set(&self) -> bool {
+        let _ = self.at.get_or_init(Instant::now);
+        let first = !self.set.swap(true, Ordering::SeqCst);
+        // A poisoned lock only means another thread panicked while dropping the
+        // sender; the Option is still valid, so take it anyway.
+        let sender = match self.sender.lock() {
+            Ok(mut guard) => guard.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        drop(sender);
+        first
+    }
+
+    fn is_set(&self) -> bool {
+        self.set.load(Ordering::Acquire)
+    }
+
+    fn wait_deadline(&self, deadline: Option<Instant>) -> bool {
+        if self.is_set() {
+            return true;
+        }
+        match deadline {
+            // Err(Disconnected) is the wake-up; Ok is impossible since nothing is sent.
+            None => self.receiver.recv().is_err(),
+            Some(deadline) => matches!(
+                self.receiver.recv_deadline(deadline),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+            ),
+        }
+    }
+}
+
+struct Inner {
+    triggered: Latch,
+    forced: Latch,
+    reason: AtomicU8,
+}
+
+/// A cloneable shutdown token shared by every thread of an application.
+///
+/// ```
+/// use lameduck::{Reason, Shutdown};
+/// use std::time::Duration;
+///
+/// let shutdown = Shutdown::new();
+/// let worker = {
+///     let shutdown = shutdown.clone();
+///     std::thread::spawn(move || {
+///         let mut rounds = 0;
+///         // Do a unit of work, then sleep until the next one or until shutdown.
+///         while !shutdown.wait_timeout(Duration::from_millis(10)) {
+///             rounds += 1;
+///         }
+///         rounds
+///     })
+/// };
+/// shutdown.trigger();
+/// worker.join().unwrap();
+/// assert!(shutdown.is_triggered());
+/// assert_eq!(shutdown.reason(), Some(Reason::Trigger));
+/// ```
+#[derive(Clone)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Shutdown::new()
+    }
+}
+
+impl fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shutdown")
+            .field("triggered", &self.is_triggered())
+            .field("forced", &self.is_forced())
+            .field("reason", &self.reason())
+            .finish()
+    }
+}
+
+impl Shutdown {
+    /// A new token that has not been triggered.
+    pub fn new() -> Shutdown {
+        Shutdown {
+            inner: Arc::new(Inner {
+                triggered: Latch::new(),
+                forced: Latch::new(),
+                reason: AtomicU8::new(0),
+            }),
+        }
+    }
+
+    /// Starts the shutdown with [`Reason::Trigger`]. Idempotent: later calls change
+    /// nothing, and the first reason given is the one reported.
+    pub fn trigger(&self) {
+        self.trigger_with(Reason::Trigger);
+    }
+
+    /// Starts the shutdown, recording why. Returns true if this call started it.
+    pub fn trigger_with(&self, reason: Reason) -> bool {
+        // The reason is stored before the flag is set, so whoever sees the flag
+        // also sees the reason.
+        let _ = self.inner.reason.compare_exchange(
+            0,
+            reason.code(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        self.inner.triggered.set()
+    }
+
+    /// Escalates: stop waiting for what is still running. Also triggers (with
+    /// `reason` if nothing triggered before). Returns true if this call forced.
+    pub fn force_with(&self, reason: Reason) -> bool {
+        self.trigger_with(reason);
+        self.inner.forced.set()
+    }
+
+    /// [`Shutdown::force_with`] with [`Reason::Trigger`].
+    pub fn force(&self) -> bool {
+        self.force_with(Reason::Trigger)
+    }
+
+    /// Whether the shutdown has started. One atomic load: cheap enough for hot loops.
+    pub fn is_triggered(&self) -> bool {
+        self.inner.triggered.is_set()
+    }
+
+    /// Whether the shutdown has been forced.
+    pub fn is_forced(&self) -> bool {
+        self.inner.forced.is_set()
+    }
+
+    /// Why the shutdown started, once it has.
+    pub fn reason(&self) -> Option<Reason> {
+        Reason::from_code(self.inner.reason.load(Ordering::SeqCst))
+    }
+
+    /// When the shutdown started, once it has.
+    pub fn triggered_at(&self) -> Option<Instant> {
+        self.inner.triggered.at.get().copied()
+    }
+
+    /// Blocks until the shutdown is triggered.
+    pub fn wait(&self) {
+        self.inner.triggered.wait_deadline(None);
+    }
+
+    /// Blocks until triggered or `timeout` passes; true if triggered. Use it as an
+    /// interruptible sleep between units of periodic work.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        match Instant::now().checked_add(timeout) {
+            Some(deadline) => self.wait_deadline(deadline),
+            None => {
+                self.wait();
+                true
+            }
+        }
+    }
+
+    /// Blocks until triggered or `deadline`; true if triggered.
+    pub fn wait_deadline(&self, deadline: Instant) -> bool {
+        self.inner.triggered.wait_deadline(Some(deadline))
+    }
+
+    /// Blocks until forced or `deadline`; true if forced.
+    pub fn wait_forced_deadline(&self, deadline: Instant) -> bool {
+        self.inner.forced.wait_deadline(Some(deadline))
+    }
+
+    /// A receiver that disconnects when the shutdown is triggered, for use as one arm
+    /// of a `crossbeam_channel::select!` beside a thread's own channels. It never
+    /// yields a message: the arm fires with `Err(RecvError)`.
+    pub fn triggered(&self) -> Receiver<()> {
+        self.inner.triggered.receiver.clone()
+    }
+
+    /// Like [`Shutdown::triggered`], for the forced stage.
+    pub fn forced(&self) -> Receiver<()> {
+        self.inner.forced.receiver.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    #[test]
+    fn starts_untriggered() {
+        let shutdown = Shutdown::new();
+        assert!(!shutdown.is_triggered());
+        assert!(!shutdown.is_forced());
+        assert_eq!(shutdown.reason(), None);
+        assert_eq!(shutdown.triggered_at(), None);
+        assert!(!shutdown.wait_timeout(Duration::from_millis(1)));
+    }
+
+    #[test]
+    fn first_reason_wins_and_trigger_is_idempotent() {
+        let shutdown = Shutdown::new();
+        assert!(shutdown.trigger_with(Reason::Signal));
+        assert!(!shutdown.trigger_with(Reason::Error));
+        shutdown.trigger();
+        assert_eq!(shutdown.reason(), Some(Reason::Signal));
+        assert!(shutdown.triggered_at().is_some());
+    }
+
+    #[test]
+    fn force_implies_trigger() {
+        let shutdown = Shutdown::new();
+        assert!(shutdown.force_with(Reason::Error));
+        assert!(!shutdown.force());
+        assert!(shutdown.is_triggered());
+        assert!(shutdown.is_forced());
+        assert_eq!(shutdown.reason(), Some(Reason::Error));
+    }
+
+    #[test]
+    fn trigger_wakes_every_waiter_at_once() {
+        let shutdown = Shutdown::new();
+        let (woke_tx, woke_rx) = crossbeam_channel::unbounded();
+        let waiters: Vec<_> = (0..16)
+            .map(|_| {
+                let shutdown = shutdown.clone();
+                let woke_tx = woke_tx.clone();
+                thread::spawn(move || {
+                    shutdown.wait();
+                    woke_tx.send(()).unwrap();
+                })
+            })
+            .collect();
+        shutdown.trigger();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for _ in 0..16 {
+            woke_rx
+                .recv_deadline(deadline)
+                .expect("every waiter wakes well within the deadline");
+        }
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+    }
+
+    #[test]
+    fn select_arm_fires_on_trigger() {
+        let shutdown = Shutdown::new();
+        let triggered = shutdown.triggered();
+        let (_work_tx, work_rx) = crossbeam_channel::unbounded::<u32>();
+        shutdown.trigger();
+        crossbeam_channel::select! {
+            recv(work_rx) -> _ => panic!("no work was sent"),
+            recv(triggered) -> msg => assert!(msg.is_err()),
+        }
+    }
+
+    #[test]
+    fn wait_forced_times_out_until_forced() {
+        let shutdown = Shutdown::new();
+        shutdown.trigger();
+        assert!(!shutdown.wait_forced_deadline(Instant::now() + Duration::from_millis(1)));
+        shutdown.force();
+        assert!(shutdown.wait_forced_deadline(Instant::now() + Duration::from_secs(5)));
+    }
+}
