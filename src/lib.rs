@@ -4,6 +4,8 @@
 
 pub mod shutdown;
 pub mod signals;
+pub mod supervisor;
 
 pub use shutdown::{Reason, Shutdown};
 pub use signals::SignalError;
+pub use supervisor::{BoxError, OnFailure, SpawnError, TaskGroup, TaskReport, TaskResult};
