@@ -267,6 +267,38 @@ where
     })
 }
 
+/// Runs `body` on a thread named `thread_name` and waits for it until `deadline`.
+/// A body still running then is detached ([`TaskOutcome::Detached`]); a thread that
+/// cannot be started is reported as [`TaskOutcome::Failed`]. The lifecycle bounds its
+/// hooks and resource closes with this.
+pub(crate) fn run_bounded<B>(thread_name: String, deadline: Instant, body: B) -> TaskOutcome
+where
+    B: FnOnce() -> TaskResult + Send + 'static,
+{
+    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+    let handle = match spawn_reporting(thread_name.clone(), 0, done_tx, body, |_| {}) {
+        Ok(handle) => handle,
+        Err(source) => {
+            return TaskOutcome::Failed(Box::new(SpawnError {
+                task: thread_name,
+                source,
+            }))
+        }
+    };
+    match done_rx.recv_deadline(deadline) {
+        Ok(done) => {
+            reap(handle);
+            done.outcome
+        }
+        // Disconnected cannot happen (the guard always sends before dropping the
+        // sender); treat it like a timeout rather than trust a thread we did not see end.
+        Err(_) => {
+            log::warn!("thread `{thread_name}` still running at its deadline: detached");
+            TaskOutcome::Detached
+        }
+    }
+}
+
 /// Joins a thread that has reported its end. Its done guard has already sent, so only
 /// the return of the closure is left; `is_finished` keeps this from ever blocking, and a
 /// thread caught in those last instructions is simply left to end on its own.
@@ -694,5 +726,22 @@ mod tests {
         assert!(report.aborted_by_force);
         assert_eq!(report.detached(), 1);
         drop(release_tx);
+    }
+
+    #[test]
+    fn a_bounded_run_reports_a_hang_as_detached() {
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+        let outcome = run_bounded(
+            "close:hangs".to_owned(),
+            Instant::now() + Duration::from_millis(50),
+            move || {
+                let _ = release_rx.recv();
+                Ok(())
+            },
+        );
+        assert!(matches!(outcome, TaskOutcome::Detached));
+        drop(release_tx);
+        let outcome = run_bounded("close:quick".to_owned(), soon(), || Ok(()));
+        assert!(matches!(outcome, TaskOutcome::Finished));
     }
 }
