@@ -437,7 +437,7 @@ impl Lifecycle {
 
         let tasks = self.tasks.join_until(drain_deadline, true);
         let tasks_done = Instant::now();
-        if tasks.detached() > 0 {
+        if tasks.detached() > 0 && !self.resources.is_empty() {
             log::warn!(
                 "closing resources while detached task(s) {:?} may still use them",
                 tasks.detached_names()
@@ -470,7 +470,7 @@ impl Lifecycle {
             total_time: finished.saturating_duration_since(began),
         };
         report.outcome = report.judge(self.shutdown.is_forced());
-        log::info!("stopped: {report}");
+        log::debug!("{report}");
         report
     }
 
