@@ -425,8 +425,12 @@ impl TaskGroup {
         let task_name = name.clone();
         let react = move |outcome: &TaskOutcome| match on_failure {
             OnFailure::ShutdownAll => {
-                log::error!("task `{task_name}` {outcome}: shutting down");
-                for_failure.trigger_with(Reason::Error);
+                if for_failure.trigger_with(Reason::Error) {
+                    log::error!("task `{task_name}` {outcome}: shutting down");
+                } else {
+                    // Already shutting down for another reason, which stays the reason.
+                    log::error!("task `{task_name}` {outcome}");
+                }
             }
             OnFailure::Report => log::error!("task `{task_name}` {outcome}"),
         };

@@ -1,7 +1,8 @@
 //! The examples, run as real processes and stopped with real signals: they must print
 //! `ready`, shut down on SIGTERM within their budget, end stdout with the report line,
 //! and exit with the code the contract gives their outcome.
-#![cfg(feature = "cli")]
+// Signals are sent with kill(1), and the examples are built only with the CLI.
+#![cfg(all(unix, feature = "cli"))]
 
 mod support;
 
