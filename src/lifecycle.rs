@@ -725,6 +725,37 @@ mod tests {
     }
 
     #[test]
+    fn a_failing_startup_hook_stops_tasks_before_closing_resources() {
+        let shutdown = Shutdown::new();
+        let events = Events::default();
+        let mut life = Lifecycle::new(&shutdown);
+        life.resource("database", SECOND, events.closer("close database"));
+        life.spawn("warmer", {
+            let events = events.clone();
+            move |shutdown| {
+                shutdown.wait();
+                events.push("warmer stopped");
+                Ok(())
+            }
+        })
+        .unwrap();
+        let err = life
+            .start("cache", || Err::<(), _>("cache unreachable"))
+            .unwrap_err();
+        assert_eq!(err.tasks().finished(), 1);
+        assert_eq!(events.list(), ["warmer stopped", "close database"]);
+    }
+
+    #[test]
+    fn dropping_without_running_triggers_so_tasks_stop() {
+        let shutdown = Shutdown::new();
+        let mut life = Lifecycle::new(&shutdown);
+        life.resource("database", SECOND, || Ok(()));
+        drop(life);
+        assert!(shutdown.is_triggered());
+    }
+
+    #[test]
     fn a_hanging_close_is_bounded_reported_and_the_rest_still_run() {
         let shutdown = Shutdown::new();
         let events = Events::default();
