@@ -28,6 +28,8 @@ use std::error::Error;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+pub use crate::server::Outcome;
+use crate::server::{self as server, ServerHandle};
 use crate::shutdown::{Reason, Shutdown};
 use crate::supervisor::{self, BoxError, SpawnError, TaskGroup, TaskOutcome, TaskReport};
 
@@ -48,34 +50,14 @@ fn deadline_after(from: Instant, after: Duration) -> Instant {
         .unwrap_or(from)
 }
 
-/// How the shutdown ended; printed as `outcome=` and mapped to the exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Outcome {
-    /// Everything ended within its deadline.
-    #[default]
-    Clean,
-    /// A deadline passed: something was force-closed or detached.
-    Deadline,
-    /// The shutdown was forced (a second signal) and waiting was cut short.
-    Forced,
-}
-
-impl fmt::Display for Outcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Outcome::Clean => "clean",
-            Outcome::Deadline => "deadline",
-            Outcome::Forced => "forced",
-        })
-    }
-}
-
 /// What the `drain` closure of [`Lifecycle::run_with`] reports: the connection counts of
 /// a server's drain. The default (all zero, clean) suits a program without a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DrainSummary {
     /// Connections open or queued when draining began that closed gracefully.
     pub drained: u64,
+    /// Connections whose handler panicked over the whole run.
+    pub panics: u64,
     /// Connections force-closed at the deadline.
     pub forced: u64,
     /// Connections refused as busy over the whole run.
@@ -89,6 +71,34 @@ pub struct DrainSummary {
     /// [`Outcome::Deadline`] here, which keeps its own use of [`Shutdown::force`] from
     /// being mistaken for a second signal.
     pub outcome: Outcome,
+}
+
+impl Default for DrainSummary {
+    fn default() -> Self {
+        DrainSummary {
+            drained: 0,
+            panics: 0,
+            forced: 0,
+            refused_busy: 0,
+            detached_threads: 0,
+            duration: None,
+            outcome: Outcome::Clean,
+        }
+    }
+}
+
+impl From<&server::Report> for DrainSummary {
+    fn from(report: &server::Report) -> Self {
+        DrainSummary {
+            drained: report.drained,
+            panics: report.panics,
+            forced: report.forced,
+            refused_busy: report.refused_busy,
+            detached_threads: report.detached.len() as u64,
+            duration: Some(report.drain),
+            outcome: report.outcome,
+        }
+    }
 }
 
 /// One hook or resource close in a [`Report`].
@@ -403,6 +413,12 @@ impl Lifecycle {
         self.run_with(|_| DrainSummary::default())
     }
 
+    /// [`Lifecycle::run_with`] for a server: its join is the drain. Start the server
+    /// with [`Lifecycle::drain_timeout`] as its drain timeout so both agree.
+    pub fn serve(self, server: ServerHandle) -> Report {
+        self.run_with(|_deadline| DrainSummary::from(&server.join()))
+    }
+
     /// Blocks until the shutdown is triggered, then takes the application down:
     /// shutdown hooks; `drain(drain_deadline)`, called on this thread, which should
     /// return by about that deadline (a server's join); the tasks, joined against the
@@ -582,15 +598,9 @@ impl Report {
             .count()
     }
 
-    /// The process exit code: 130 if forced, 1 if the shutdown was caused by an error,
-    /// 124 if a deadline passed, 0 if clean.
+    /// The process exit code (see [`server::exit_code`]).
     pub fn exit_code(&self) -> u8 {
-        match (self.outcome, self.reason) {
-            (Outcome::Forced, _) => 130,
-            (_, Reason::Error) => 1,
-            (Outcome::Deadline, _) => 124,
-            (Outcome::Clean, _) => 0,
-        }
+        server::exit_code(self.reason, self.outcome)
     }
 }
 
@@ -598,7 +608,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "stopped reason={} outcome={} drained={} forced={} refused_busy={} \
+            "stopped reason={} outcome={} drained={} forced={} refused_busy={} panics={} \
              detached_threads={} drain_ms={} total_ms={} tasks={} tasks_failed={} \
              tasks_panicked={} tasks_detached={} tasks_ms={} hooks_failed={} resources={} \
              resources_failed={} cleanup_ms={}",
@@ -607,6 +617,7 @@ impl fmt::Display for Report {
             self.drain.drained,
             self.drain.forced,
             self.drain.refused_busy,
+            self.drain.panics,
             self.detached_threads(),
             self.drain_time.as_millis(),
             self.total_time.as_millis(),
@@ -980,13 +991,14 @@ mod tests {
             assert!(keys.contains(&required), "{required} missing from {line}");
         }
         assert_eq!(
-            &keys[..8],
+            &keys[..9],
             [
                 "reason",
                 "outcome",
                 "drained",
                 "forced",
                 "refused_busy",
+                "panics",
                 "detached_threads",
                 "drain_ms",
                 "total_ms"

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lameduck::protocol::echo::Echo;
-use lameduck::{signals, ServerBuilder, Shutdown};
+use lameduck::{signals, Lifecycle, ServerBuilder, Shutdown};
 
 use cli::{Cli, Command, ServerArgs};
 
@@ -47,41 +47,40 @@ fn one_line(err: &dyn Error) -> String {
     text
 }
 
-fn builder(args: &ServerArgs) -> ServerBuilder {
+fn builder(args: &ServerArgs, life: &Lifecycle) -> ServerBuilder {
     lameduck::Server::builder()
         .addr(args.addr)
         .workers(args.workers as usize)
         .queue(args.queue)
         .backlog(args.backlog)
         .tick(args.tick)
-        .drain_timeout(args.drain_timeout)
+        .drain_timeout(life.drain_timeout())
         .drain_delay(args.drain_delay)
         .linger(args.linger)
 }
 
+/// The whole run: signals, the lifecycle, the server, and the report. Every
+/// shutdown takes one path: signal → drain → tasks → hooks → resources → report.
 fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     let shutdown = Shutdown::new();
     // Before `listening on`: a signal sent right after that line must be graceful.
     signals::install(&shutdown)?;
-    let server = match cli.command {
-        Command::Echo(args) => {
-            let echo = Echo::new()
-                .max_line(args.max_line)
-                .idle_timeout(args.server.idle_timeout)
-                .goodbye(&args.goodbye);
-            builder(&args.server).start(echo, &shutdown)?
-        }
-    };
+    let Command::Echo(args) = cli.command;
+    let (budget, cleanup) = args.server.budget();
+    let life = Lifecycle::new(&shutdown)
+        .with_budget(budget)
+        .with_cleanup_reserve(cleanup);
+    let echo = Echo::new()
+        .max_line(args.max_line)
+        .idle_timeout(args.server.idle_timeout)
+        .goodbye(&args.goodbye);
+    let server = builder(&args.server, &life).start(echo, &shutdown)?;
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;
     drop(stdout);
 
-    let report = server.join();
-    let total = shutdown
-        .triggered_at()
-        .map(|at| at.elapsed().as_millis())
-        .unwrap_or_default();
-    println!("stopped {report} total_ms={total}");
+    let report = life.serve(server);
+    println!("{report}");
     Ok(report.exit_code())
 }
