@@ -47,6 +47,7 @@ pub struct ServerBuilder {
     drain_delay: Duration,
     linger: Duration,
     stack_size: Option<usize>,
+    accept_poll: Duration,
 }
 
 impl Default for ServerBuilder {
@@ -61,6 +62,7 @@ impl Default for ServerBuilder {
             drain_delay: Duration::ZERO,
             linger: Duration::from_secs(1),
             stack_size: Some(256 * 1024),
+            accept_poll: Duration::from_millis(10),
         }
     }
 }
@@ -127,6 +129,16 @@ impl ServerBuilder {
     /// large buffers on the stack need more.
     pub fn stack_size(mut self, bytes: Option<usize>) -> Self {
         self.stack_size = bytes;
+        self
+    }
+
+    /// The longest the acceptor waits between two polls of an idle listener; it is
+    /// also the longest a client arriving after a quiet spell waits to be accepted.
+    /// After each accept the acceptor polls again within 50 µs and backs off by
+    /// doubling, so back-to-back clients are not delayed. Shorter means snappier
+    /// first connections and more wake-ups of an idle server. Default 10 ms.
+    pub fn accept_poll(mut self, max: Duration) -> Self {
+        self.accept_poll = max.max(Duration::from_micros(10));
         self
     }
 
@@ -208,6 +220,7 @@ impl ServerBuilder {
             context: Arc::clone(&context),
             workers: self.workers,
             drain_delay: self.drain_delay,
+            max_poll: self.accept_poll,
         };
         crew.spawn("lameduck-acceptor".into(), None, move || acceptor.run())
             .map_err(|err| fail(spawn_error("lameduck-acceptor", err)))?;
