@@ -186,7 +186,7 @@ impl ServerBuilder {
             app: shutdown.clone(),
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(self.queue);
-        let (refused_tx, refused_rx) = crossbeam_channel::bounded(256);
+        let (refused_tx, refused_rx) = crossbeam_channel::bounded(4096);
 
         let mut crew = Crew::new();
         let spawn_error = |name: &str, source| StartError::Spawn {
