@@ -138,7 +138,9 @@ impl Client {
 
     fn flush(&mut self, stats: &mut Stats, poll: &Poll) {
         while self.out_pos < self.out.len() {
-            let Some(stream) = self.stream.as_mut() else { return };
+            let Some(stream) = self.stream.as_mut() else {
+                return;
+            };
             match stream.write(&self.out[self.out_pos..]) {
                 Ok(n) => self.out_pos += n,
                 // The rest goes out on the next writable event.
@@ -159,7 +161,9 @@ impl Client {
     ) {
         let now = Instant::now();
         if self.connecting {
-            let Some(stream) = self.stream.as_mut() else { return };
+            let Some(stream) = self.stream.as_mut() else {
+                return;
+            };
             // mio's recipe for a non-blocking connect: a pending error first, then
             // peer_addr tells "connected" from "not yet".
             match stream.take_error() {
@@ -189,7 +193,9 @@ impl Client {
     fn read_all(&mut self, scratch: &mut [u8], plan: &Plan, stats: &mut Stats, poll: &Poll) {
         let mut eof = false;
         loop {
-            let Some(stream) = self.stream.as_mut() else { return };
+            let Some(stream) = self.stream.as_mut() else {
+                return;
+            };
             match stream.read(scratch) {
                 Ok(0) => {
                     eof = true;
@@ -382,7 +388,9 @@ pub(super) fn run_thread(addr: SocketAddr, plan: &Plan, conns: usize) -> io::Res
             return Err(e);
         }
         for event in events.iter() {
-            let Some(client) = clients.get_mut(event.token().0) else { continue };
+            let Some(client) = clients.get_mut(event.token().0) else {
+                continue;
+            };
             if client.is_closed() {
                 continue;
             }

@@ -67,6 +67,14 @@ pub fn thread_cpus(pid: Option<u32>) -> BTreeSet<u32> {
     cpus
 }
 
+/// The 1, 5 and 15 minute load averages: on a machine shared with builds, the reader
+/// needs to know how busy it was.
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_string())
+}
+
 /// The machine and code the numbers belong to.
 #[derive(Clone, Debug)]
 pub struct Machine {

@@ -362,6 +362,9 @@ impl Results {
     }
 }
 
+/// Columns of names and words; every other column holds numbers.
+const LEFT_ALIGNED: [&str; 5] = ["server", "scenario", "errors", "outcome", "exit"];
+
 fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for r in rows {
@@ -377,7 +380,7 @@ fn text_table(header: &[&str], rows: &[Vec<String>]) -> String {
             }
             let pad = w - cell.chars().count();
             // Numbers right-aligned, names left-aligned.
-            if cell.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+            if !LEFT_ALIGNED.contains(&header[i]) {
                 l.push_str(&" ".repeat(pad));
                 l.push_str(cell);
             } else {

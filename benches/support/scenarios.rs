@@ -156,7 +156,11 @@ pub struct Shutdown {
 
 /// Starts a server, puts `kind`'s clients on it, sends SIGTERM after `load_for` (under
 /// load) and follows every connection to its end.
-pub fn shutdown(spec: &ServerSpec, kind: ShutdownKind, load_for: Duration) -> Result<Shutdown, String> {
+pub fn shutdown(
+    spec: &ServerSpec,
+    kind: ShutdownKind,
+    load_for: Duration,
+) -> Result<Shutdown, String> {
     let mut server = ServerProc::start(spec, STARTUP)?;
     let conns = kind.conns();
     let (served_tx, served_rx) = crossbeam_channel::unbounded();

@@ -8,16 +8,16 @@ use std::fmt::Write as _;
 use crate::support::report::{Results, Row, Slot};
 
 const W: f64 = 960.0;
-const H: f64 = 430.0;
+const H: f64 = 450.0;
 const PANEL_W: f64 = 400.0;
 const PANEL_H: f64 = 280.0;
-const TOP: f64 = 70.0;
+const TOP: f64 = 90.0;
 const LEFT: [f64; 2] = [80.0, 560.0];
 const COLORS: [(Slot, &str); 2] = [(Slot::Lameduck, "#1f77b4"), (Slot::Tokio, "#e6550d")];
 
 /// A "nice" upper bound for a linear axis and its tick step.
 fn nice_axis(max: f64) -> (f64, f64) {
-    if !(max > 0.0) {
+    if max.is_nan() || max <= 0.0 {
         return (1.0, 0.25);
     }
     let raw = max * 1.1 / 5.0;
@@ -28,6 +28,24 @@ fn nice_axis(max: f64) -> (f64, f64) {
         .find(|s| *s >= raw)
         .unwrap_or(10.0 * mag);
     ((max * 1.1 / step).ceil() * step, step)
+}
+
+/// Latency spans four decades between C = 1 and C = 1000: a log axis keeps both ends
+/// readable. Ticks at powers of ten.
+fn log_axis(min: f64, max: f64) -> (f64, f64) {
+    let lo = if min > 0.0 { min.log10().floor() } else { 0.0 };
+    let hi = if max > 0.0 { max.log10().ceil() } else { 1.0 };
+    (lo, hi.max(lo + 1.0))
+}
+
+fn fmt_us(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{} s", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{} ms", v / 1e3)
+    } else {
+        format!("{v} µs")
+    }
 }
 
 fn fmt_tick(v: f64) -> String {
@@ -52,6 +70,7 @@ fn panel(
     title: &str,
     ylabel: &str,
     rows: &[Row],
+    log_y: bool,
     value: impl Fn(&Row) -> f64,
 ) {
     let conns: Vec<usize> = {
@@ -68,22 +87,47 @@ fn panel(
     let (lmin, lmax) = (cmin.log10(), cmax.log10());
     let x = |c: f64| left + 20.0 + (c.log10() - lmin) / (lmax - lmin) * (PANEL_W - 40.0);
     let ymax_data = rows.iter().map(&value).fold(0.0, f64::max);
-    let (ymax, step) = nice_axis(ymax_data);
-    let y = |v: f64| TOP + PANEL_H - v / ymax * PANEL_H;
+    let ymin_data = rows
+        .iter()
+        .map(&value)
+        .filter(|v| *v > 0.0)
+        .fold(f64::INFINITY, f64::min);
+    let (lin_max, step) = nice_axis(ymax_data);
+    let (log_lo, log_hi) = log_axis(ymin_data, ymax_data);
+    let y = |v: f64| {
+        let frac = if log_y {
+            (v.max(10f64.powf(log_lo)).log10() - log_lo) / (log_hi - log_lo)
+        } else {
+            v / lin_max
+        };
+        TOP + PANEL_H - frac * PANEL_H
+    };
 
     let _ = writeln!(
         svg,
         r##"<text x="{:.1}" y="{:.1}" font-size="15" font-weight="bold" text-anchor="middle">{}</text>"##,
         left + PANEL_W / 2.0,
-        TOP - 14.0,
+        TOP - 10.0,
         esc(title)
     );
     let _ = writeln!(
         svg,
         r##"<rect x="{left:.1}" y="{TOP:.1}" width="{PANEL_W:.1}" height="{PANEL_H:.1}" fill="none" stroke="#444"/>"##
     );
-    let mut v = 0.0;
-    while v <= ymax + step / 2.0 {
+    let ticks: Vec<(f64, String)> = if log_y {
+        (log_lo as i32..=log_hi as i32)
+            .map(|e| {
+                let v = 10f64.powi(e);
+                (v, fmt_us(v))
+            })
+            .collect()
+    } else {
+        let n = (lin_max / step).round() as usize;
+        (0..=n)
+            .map(|i| (i as f64 * step, fmt_tick(i as f64 * step)))
+            .collect()
+    };
+    for (v, label) in ticks {
         let yy = y(v);
         let _ = writeln!(
             svg,
@@ -91,9 +135,8 @@ fn panel(
             left + PANEL_W,
             left - 6.0,
             yy + 4.0,
-            fmt_tick(v)
+            esc(&label)
         );
-        v += step;
     }
     for &c in &conns {
         let xx = x(c as f64);
@@ -157,21 +200,35 @@ pub fn chart(results: &Results) -> String {
         esc(results.name(Slot::Lameduck)),
         esc(results.name(Slot::Tokio))
     );
-    panel(&mut svg, LEFT[0], "throughput", "requests / s", &rows, |r| r.rps);
-    panel(&mut svg, LEFT[1], "p99 latency", "p99 latency (µs)", &rows, |r| {
-        r.p99_us
-    });
-    // Legend, centred under the title.
-    let mut lx = W / 2.0 - 150.0;
+    panel(
+        &mut svg,
+        LEFT[0],
+        "throughput",
+        "requests / s",
+        &rows,
+        false,
+        |r| r.rps,
+    );
+    panel(
+        &mut svg,
+        LEFT[1],
+        "p99 latency (log scale)",
+        "p99 latency",
+        &rows,
+        true,
+        |r| r.p99_us,
+    );
+    // Legend, centred between the title and the panels.
+    let mut lx = W / 2.0 - 170.0;
     for (slot, color) in COLORS {
         let _ = writeln!(
             svg,
-            r##"<line x1="{lx:.1}" y1="44" x2="{:.1}" y2="44" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="48" font-size="13">{}</text>"##,
+            r##"<line x1="{lx:.1}" y1="48" x2="{:.1}" y2="48" stroke="{color}" stroke-width="3"/><text x="{:.1}" y="52" font-size="13">{}</text>"##,
             lx + 24.0,
             lx + 30.0,
             esc(results.name(slot))
         );
-        lx += 170.0;
+        lx += 190.0;
     }
     let _ = writeln!(
         svg,

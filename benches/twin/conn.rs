@@ -162,8 +162,14 @@ fn is_py_space(b: u8) -> bool {
 }
 
 fn strip(line: &[u8]) -> &[u8] {
-    let start = line.iter().position(|&b| !is_py_space(b)).unwrap_or(line.len());
-    let end = line.iter().rposition(|&b| !is_py_space(b)).map_or(start, |i| i + 1);
+    let start = line
+        .iter()
+        .position(|&b| !is_py_space(b))
+        .unwrap_or(line.len());
+    let end = line
+        .iter()
+        .rposition(|&b| !is_py_space(b))
+        .map_or(start, |i| i + 1);
     &line[start..end]
 }
 
@@ -184,4 +190,3 @@ async fn close_gracefully(mut stream: TcpStream, linger: Duration) {
     })
     .await;
 }
-
