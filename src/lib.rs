@@ -1,9 +1,65 @@
 //! lameduck: graceful shutdown without an async runtime.
+//!
+//! Plain threads and blocking sockets: an acceptor thread polls a nonblocking
+//! listener and hands connections to a fixed pool of workers over a bounded channel.
+//! When a signal (or your code) triggers the [`Shutdown`] token, the server stops
+//! accepting — after taking what waits in the kernel's backlog — lets every
+//! connection finish what it was doing, says goodbye, closes each socket without a
+//! reset, joins every thread against a deadline and hands back a [`Report`].
+//!
+//! # A tour
+//!
+//! Serve the echo protocol on a free port, talk to it, then shut it down from code
+//! (a program would call [`signals::install`] instead, so SIGTERM does the same):
+//!
+//! ```
+//! use std::io::{BufRead, BufReader, Write};
+//! use std::net::TcpStream;
+//! use lameduck::{protocol::echo::Echo, Outcome, Server, Shutdown};
+//!
+//! let shutdown = Shutdown::new();
+//! let server = Server::builder()
+//!     .addr("127.0.0.1:0".parse().unwrap())
+//!     .workers(4)
+//!     .start(Echo::new(), &shutdown)?;
+//!
+//! let mut client = TcpStream::connect(server.local_addr())?;
+//! client.write_all(b"hello\n")?;
+//! let mut reader = BufReader::new(client);
+//! let mut line = String::new();
+//! reader.read_line(&mut line)?;
+//! assert_eq!(line, "Echo: hello\r\n");
+//!
+//! shutdown.trigger();
+//! line.clear();
+//! reader.read_line(&mut line)?;
+//! assert_eq!(line, "Server is shutting down. Goodbye!\r\n");
+//!
+//! let report = server.join();
+//! assert_eq!(report.outcome, Outcome::Clean);
+//! assert_eq!(report.drained, 1);
+//! assert_eq!(report.exit_code(), 0);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Layout
+//! - [`shutdown`]: the token (flag + broadcast channel, two stages: drain and force);
+//! - [`signals`]: SIGINT/SIGTERM/SIGHUP → drain, second → force, third → exit;
+//! - [`server`]: builder, acceptor, pool, connections, the report;
+//! - [`handler`] and [`protocol`]: the connection interface and the echo protocol.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod handler;
+pub mod protocol;
+pub mod server;
 pub mod shutdown;
 pub mod signals;
 
+pub use handler::Handler;
+pub use server::{
+    exit_code, Connection, Outcome, Received, Report, Server, ServerBuilder, ServerHandle,
+    StartError,
+};
 pub use shutdown::{Reason, Shutdown};
 pub use signals::SignalError;

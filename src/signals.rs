@@ -58,20 +58,18 @@ impl Error for SignalError {
 pub fn install(shutdown: &Shutdown) -> Result<(), SignalError> {
     let shutdown = shutdown.clone();
     let received = AtomicUsize::new(0);
-    ctrlc::set_handler(move || {
-        match received.fetch_add(1, Ordering::SeqCst) {
-            0 => {
-                log::info!("signal received: draining (send another to force)");
-                shutdown.trigger_with(Reason::Signal);
-            }
-            1 => {
-                log::warn!("second signal: forcing shutdown (a third exits at once)");
-                shutdown.force_with(Reason::Signal);
-            }
-            _ => {
-                log::error!("third signal: exiting now");
-                std::process::exit(EXIT_ON_THIRD_SIGNAL);
-            }
+    ctrlc::set_handler(move || match received.fetch_add(1, Ordering::SeqCst) {
+        0 => {
+            log::info!("signal received: draining (send another to force)");
+            shutdown.trigger_with(Reason::Signal);
+        }
+        1 => {
+            log::warn!("second signal: forcing shutdown (a third exits at once)");
+            shutdown.force_with(Reason::Signal);
+        }
+        _ => {
+            log::error!("third signal: exiting now");
+            std::process::exit(EXIT_ON_THIRD_SIGNAL);
         }
     })
     .map_err(|err| match err {

@@ -1,0 +1,137 @@
+//! The command line: subcommands, options and their defaults, parsed by clap.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Graceful shutdown without an async runtime: a thread-pool server that drains.
+///
+/// On SIGINT, SIGTERM or SIGHUP the server stops accepting, finishes what is in
+/// flight, says goodbye, closes every connection cleanly and prints a report. A second
+/// signal forces the exit (code 130); a third exits at once.
+#[derive(Debug, Parser)]
+#[command(name = "lameduck", version, propagate_version = true)]
+#[command(subcommand_required = true, arg_required_else_help = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// The echo server: each line comes back as `Echo: <line>`.
+    Echo(EchoArgs),
+}
+
+/// Options every server shares.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Worker threads, each serving one connection at a time.
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub workers: u32,
+
+    /// Accepted connections that may wait for a free worker; beyond them new clients
+    /// are refused as busy.
+    #[arg(long, default_value_t = 128)]
+    pub queue: usize,
+
+    /// The kernel's listen backlog.
+    #[arg(long, default_value_t = 1024)]
+    pub backlog: u32,
+
+    /// How long draining may take before what is left is force-closed (exit 124).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Keep accepting for this long after the signal while reporting "not ready".
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub drain_delay: Duration,
+
+    /// How often a worker blocked on a quiet client checks for shutdown.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub tick: Duration,
+
+    /// Close connections quiet for this long.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// How long a graceful close waits for the client to close its side.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub linger: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// Longest line accepted, in bytes (suffixes: KiB, MiB, KB, MB).
+    #[arg(long, default_value = "64KiB", value_parser = parse_size)]
+    pub max_line: usize,
+
+    /// The line sent to each client on shutdown (the server adds \r\n).
+    #[arg(long, default_value = lameduck::protocol::echo::DEFAULT_GOODBYE)]
+    pub goodbye: String,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (write durations like 30s, 250ms)"))
+}
+
+/// Parses `65536`, `64KiB`, `64K`, `1MiB`, `64KB` (decimal) and friends.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: usize = digits
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size (write sizes like 65536, 64KiB, 1MiB)"))?;
+    let multiplier: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use KiB, MiB, GiB, KB, MB, GB)"
+            ))
+        }
+    };
+    number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes_take_binary_and_decimal_suffixes() {
+        assert_eq!(parse_size("65536"), Ok(65536));
+        assert_eq!(parse_size("64KiB"), Ok(65536));
+        assert_eq!(parse_size("64k"), Ok(65536));
+        assert_eq!(parse_size("64KB"), Ok(64000));
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert!(parse_size("KiB").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
+}

@@ -1,0 +1,30 @@
+//! The connection handler interface: what a protocol implements to be served.
+
+use std::io;
+
+use crate::server::Connection;
+
+/// Serves one connection from its first byte to its goodbye.
+///
+/// The server calls [`Handler::handle`] on a worker thread with the connection's
+/// socket already tuned (a read and write timeout of one tick, `TCP_NODELAY`). A
+/// handler returns `Ok(())` when the conversation is over — the client closed, an
+/// error reply was sent, or [`Connection::is_draining`] turned true and the goodbye
+/// was written — and the server then closes the connection gracefully. Returning
+/// `Err` (or panicking) makes the server drop the socket without ceremony.
+///
+/// A handler must check [`Connection::is_draining`] at least once per
+/// [`Received::Quiet`](crate::server::Received::Quiet) read and between requests, so
+/// shutdown reaches it within a tick.
+pub trait Handler: Send + Sync + 'static {
+    /// Serves `conn` until the client is done or the server drains.
+    ///
+    /// # Errors
+    /// Any I/O error of the connection; the server logs it at debug level and closes
+    /// the socket.
+    fn handle(&self, conn: &mut Connection) -> io::Result<()>;
+
+    /// The bytes sent to a client turned away because every worker is serving and
+    /// the queue is full (echo: `Error: server busy\r\n`; HTTP: a 503).
+    fn busy_reply(&self) -> &[u8];
+}

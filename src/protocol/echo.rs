@@ -1,0 +1,306 @@
+//! The echo line protocol of SPEC §4: `Echo: <line, trimmed>\r\n` for every line.
+//!
+//! Lines are framed on raw bytes, never decoded, so invalid UTF-8 is echoed like any
+//! other byte. Replies to every complete line in one read are batched into one write.
+//! The pending buffer never holds more than `max_line` bytes plus one read, whatever
+//! the client sends.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use crate::handler::Handler;
+use crate::server::{Connection, Received};
+
+/// The reply to a line longer than the limit; the connection is then closed.
+pub const LINE_TOO_LONG: &[u8] = b"Error: line too long\r\n";
+/// The reply to a client quiet for the idle timeout; the connection is then closed.
+pub const IDLE_TIMEOUT: &[u8] = b"Error: idle timeout\r\n";
+/// The reply to a client turned away because the server is full.
+pub const SERVER_BUSY: &[u8] = b"Error: server busy\r\n";
+/// The default goodbye line, without its `\r\n`.
+pub const DEFAULT_GOODBYE: &str = "Server is shutting down. Goodbye!";
+
+/// How much one read asks for.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Python's `bytes.strip()` / ASCII `str.strip()` whitespace: space, `\t`, `\n`,
+/// `\v`, `\f`, `\r` and the separators `\x1c`–`\x1f`.
+fn is_strip_space(byte: u8) -> bool {
+    matches!(
+        byte,
+        b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | 0x1c..=0x1f
+    )
+}
+
+/// `line` without the whitespace the tutorial's `str.strip()` removes.
+pub fn trim(line: &[u8]) -> &[u8] {
+    let start = line
+        .iter()
+        .position(|&b| !is_strip_space(b))
+        .unwrap_or(line.len());
+    let end = line
+        .iter()
+        .rposition(|&b| !is_strip_space(b))
+        .map_or(start, |i| i + 1);
+    &line[start..end]
+}
+
+/// Appends the reply to `line` to `out`.
+pub fn reply_to(line: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"Echo: ");
+    out.extend_from_slice(trim(line));
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Outcome of framing the pending bytes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Framed {
+    /// Every complete line was answered; the rest waits for more bytes.
+    Ok,
+    /// A line is longer than the limit.
+    TooLong,
+}
+
+/// Line framing over a growing buffer: answers each complete line and keeps the
+/// incomplete tail, remembering how far it has been searched so a long line arriving
+/// in many reads is scanned once, not once per read.
+#[derive(Debug, Default)]
+pub struct Lines {
+    pending: Vec<u8>,
+    searched: usize,
+}
+
+impl Lines {
+    /// An empty framer.
+    pub fn new() -> Lines {
+        Lines::default()
+    }
+
+    /// The incomplete line received so far.
+    pub fn pending(&self) -> &[u8] {
+        &self.pending
+    }
+
+    /// Appends `bytes`, answers every line they complete into `out`, and checks the
+    /// limit: a line (without its `\n`) may be at most `max_line` bytes.
+    pub fn feed(&mut self, bytes: &[u8], max_line: usize, out: &mut Vec<u8>) -> Framed {
+        self.pending.extend_from_slice(bytes);
+        let mut start = 0;
+        let mut from = self.searched;
+        while let Some(offset) = self.pending[from..].iter().position(|&b| b == b'\n') {
+            let end = from + offset;
+            if end - start > max_line {
+                return Framed::TooLong;
+            }
+            reply_to(&self.pending[start..end], out);
+            start = end + 1;
+            from = start;
+        }
+        self.pending.drain(..start);
+        self.searched = self.pending.len();
+        if self.pending.len() > max_line {
+            return Framed::TooLong;
+        }
+        Framed::Ok
+    }
+
+    /// Answers the final line a client sent without `\n` before closing, if any.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.pending.is_empty() {
+            reply_to(&self.pending, out);
+            self.pending.clear();
+            self.searched = 0;
+        }
+    }
+}
+
+/// The echo server's handler.
+#[derive(Debug, Clone)]
+pub struct Echo {
+    max_line: usize,
+    idle_timeout: Duration,
+    goodbye: Vec<u8>,
+}
+
+impl Default for Echo {
+    fn default() -> Self {
+        Echo::new()
+    }
+}
+
+impl Echo {
+    /// Limits of SPEC §4: 64 KiB lines, 5 minutes idle, the tutorial's goodbye.
+    pub fn new() -> Echo {
+        Echo {
+            max_line: 64 * 1024,
+            idle_timeout: Duration::from_secs(300),
+            goodbye: format!("{DEFAULT_GOODBYE}\r\n").into_bytes(),
+        }
+    }
+
+    /// Longest accepted line in bytes, without its `\n`. Default 64 KiB.
+    pub fn max_line(mut self, bytes: usize) -> Self {
+        self.max_line = bytes;
+        self
+    }
+
+    /// How long a client may stay quiet before it is told so and closed. Default 5 min.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The goodbye line sent on shutdown; `\r\n` is added. Default
+    /// `Server is shutting down. Goodbye!`.
+    pub fn goodbye(mut self, text: &str) -> Self {
+        self.goodbye = format!("{text}\r\n").into_bytes();
+        self
+    }
+
+    fn say_goodbye(
+        &self,
+        conn: &mut Connection,
+        lines: &mut Lines,
+        chunk: &mut [u8],
+        out: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        // Lines already in the receive buffer were sent before the goodbye could
+        // reach the client: they are owed a reply. One read, not a loop, so a chatty
+        // client cannot hold the drain open.
+        match conn.read_pending(chunk)? {
+            Received::Data(n) => {
+                if lines.feed(&chunk[..n], self.max_line, out) == Framed::TooLong {
+                    out.extend_from_slice(LINE_TOO_LONG);
+                    return conn.write_all(out);
+                }
+            }
+            Received::Eof => lines.finish(out),
+            Received::Quiet => {}
+        }
+        out.extend_from_slice(&self.goodbye);
+        conn.write_all(out)
+    }
+}
+
+impl Handler for Echo {
+    fn handle(&self, conn: &mut Connection) -> io::Result<()> {
+        let mut lines = Lines::new();
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut out = Vec::with_capacity(READ_CHUNK);
+        let mut last_heard = Instant::now();
+        loop {
+            out.clear();
+            if conn.is_draining() {
+                return self.say_goodbye(conn, &mut lines, &mut chunk, &mut out);
+            }
+            match conn.read(&mut chunk)? {
+                Received::Data(n) => {
+                    last_heard = Instant::now();
+                    let framed = lines.feed(&chunk[..n], self.max_line, &mut out);
+                    if framed == Framed::TooLong {
+                        out.extend_from_slice(LINE_TOO_LONG);
+                        return conn.write_all(&out);
+                    }
+                    conn.write_all(&out)?;
+                }
+                Received::Eof => {
+                    lines.finish(&mut out);
+                    return conn.write_all(&out);
+                }
+                Received::Quiet => {
+                    if last_heard.elapsed() >= self.idle_timeout {
+                        return conn.write_all(IDLE_TIMEOUT);
+                    }
+                }
+            }
+        }
+    }
+
+    fn busy_reply(&self) -> &[u8] {
+        SERVER_BUSY
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answers(chunks: &[&[u8]], max_line: usize) -> (Vec<u8>, Framed) {
+        let mut lines = Lines::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let framed = lines.feed(chunk, max_line, &mut out);
+            if framed != Framed::Ok {
+                return (out, framed);
+            }
+        }
+        lines.finish(&mut out);
+        (out, Framed::Ok)
+    }
+
+    #[test]
+    fn trims_like_python_strip() {
+        assert_eq!(trim(b"  hello \t\r\n"), b"hello");
+        assert_eq!(trim(b"\x0b\x0c\x1c\x1d\x1e\x1fx\x1f"), b"x");
+        assert_eq!(trim(b"   "), b"");
+        assert_eq!(trim(b""), b"");
+        // Bytes outside ASCII whitespace are never trimmed, whatever they decode to.
+        assert_eq!(trim(b"\xa0x\x85"), b"\xa0x\x85");
+        assert_eq!(trim(b"a b"), b"a b");
+    }
+
+    #[test]
+    fn answers_each_line_in_order() {
+        let (out, framed) = answers(&[b"one\ntwo\r\n", b"thr", b"ee\n"], 64);
+        assert_eq!(framed, Framed::Ok);
+        assert_eq!(out, b"Echo: one\r\nEcho: two\r\nEcho: three\r\n");
+    }
+
+    #[test]
+    fn final_line_without_newline_is_answered() {
+        let (out, _) = answers(&[b"last"], 64);
+        assert_eq!(out, b"Echo: last\r\n");
+    }
+
+    #[test]
+    fn invalid_utf8_is_echoed_as_is() {
+        let (out, _) = answers(&[b"\xff\xfe ok\n"], 64);
+        assert_eq!(out, b"Echo: \xff\xfe ok\r\n");
+    }
+
+    #[test]
+    fn empty_line_gets_an_empty_echo() {
+        let (out, _) = answers(&[b"\n"], 64);
+        assert_eq!(out, b"Echo: \r\n");
+    }
+
+    #[test]
+    fn limit_counts_the_line_without_its_newline() {
+        let (out, framed) = answers(&[b"abcd\n"], 4);
+        assert_eq!(framed, Framed::Ok);
+        assert_eq!(out, b"Echo: abcd\r\n");
+        let (out, framed) = answers(&[b"ok\nabcde\n"], 4);
+        assert_eq!(framed, Framed::TooLong);
+        assert_eq!(
+            out, b"Echo: ok\r\n",
+            "lines before the long one are answered"
+        );
+    }
+
+    #[test]
+    fn an_endless_line_is_cut_off_with_bounded_memory() {
+        let mut lines = Lines::new();
+        let mut out = Vec::new();
+        let chunk = [b'x'; 1000];
+        let mut framed = Framed::Ok;
+        for _ in 0..100 {
+            framed = lines.feed(&chunk, 4096, &mut out);
+            if framed == Framed::TooLong {
+                break;
+            }
+            assert!(lines.pending().len() <= 4096);
+        }
+        assert_eq!(framed, Framed::TooLong);
+        assert!(out.is_empty());
+    }
+}

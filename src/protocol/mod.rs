@@ -1,0 +1,3 @@
+//! The protocols lameduck serves, each a [`Handler`](crate::Handler).
+
+pub mod echo;

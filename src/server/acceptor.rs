@@ -1,0 +1,177 @@
+//! The acceptor thread: polls the nonblocking listener, hands connections to the
+//! pool, and carries out "stop accepting" when the shutdown comes.
+//!
+//! Between polls it waits on the shutdown channel, so a trigger wakes it at once. The
+//! wait starts short after each accept and doubles while nothing arrives, up to
+//! [`MAX_POLL`]: a client that follows another is picked up within microseconds, and an
+//! idle server wakes a few hundred times a second at most.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use super::pool::{Job, PoolContext};
+use super::report::Stats;
+use crate::shutdown::Shutdown;
+
+const MIN_POLL: Duration = Duration::from_micros(50);
+/// The longest a connection waits in the backlog before the acceptor looks, when the
+/// server has been idle. Bounds idle wake-ups to 500 a second.
+pub(crate) const MAX_POLL: Duration = Duration::from_millis(2);
+
+pub(crate) struct Acceptor {
+    pub(crate) listener: TcpListener,
+    pub(crate) jobs: Sender<Job>,
+    pub(crate) refused: Sender<TcpStream>,
+    pub(crate) context: Arc<PoolContext>,
+    pub(crate) workers: usize,
+    pub(crate) drain_delay: Duration,
+}
+
+/// Tells the workers to drain when the acceptor ends, however it ends: if it panicked
+/// they would otherwise serve their clients until the deadline.
+struct StartDrainOnExit(Shutdown);
+
+impl Drop for StartDrainOnExit {
+    fn drop(&mut self) {
+        self.0.trigger_with(crate::Reason::Trigger);
+    }
+}
+
+enum Accepted {
+    One(TcpStream, SocketAddr),
+    Nothing,
+}
+
+fn accept_one(listener: &TcpListener) -> Accepted {
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => return Accepted::One(stream, peer),
+            Err(err) => match err.kind() {
+                io::ErrorKind::WouldBlock => return Accepted::Nothing,
+                // A signal landed mid-call: nothing happened, ask again.
+                io::ErrorKind::Interrupted => continue,
+                // The client gave up while in the backlog: its problem, not ours.
+                io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset => continue,
+                // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS): the
+                // connection stays in the backlog; back off to the slow poll and
+                // retry rather than spin.
+                _ => {
+                    log::warn!("accept failed: {err}; retrying");
+                    return Accepted::Nothing;
+                }
+            },
+        }
+    }
+}
+
+impl Acceptor {
+    pub(crate) fn run(self) {
+        let _drain_on_exit = StartDrainOnExit(self.context.draining.clone());
+        let app = self.context.app.clone();
+        self.accept_until(&app, None);
+        if !self.drain_delay.is_zero() && !app.is_forced() {
+            log::info!(
+                "not ready: still accepting for the drain delay of {:?}",
+                self.drain_delay
+            );
+            let started = app.triggered_at().unwrap_or_else(Instant::now);
+            self.accept_until(&app, Some(started + self.drain_delay));
+        }
+        self.stop_accepting();
+    }
+
+    /// Accepts and dispatches until the token fires, or, with `until`, until that
+    /// instant (the readiness delay, cut short only by a force).
+    fn accept_until(&self, app: &Shutdown, until: Option<Instant>) {
+        let mut poll = MIN_POLL;
+        loop {
+            match accept_one(&self.listener) {
+                Accepted::One(stream, peer) => {
+                    self.dispatch(stream, peer);
+                    poll = MIN_POLL;
+                    continue;
+                }
+                Accepted::Nothing => {}
+            }
+            let wake = Instant::now() + poll;
+            let stop = match until {
+                None => app.wait_deadline(wake),
+                Some(until) => app.wait_forced_deadline(wake.min(until)) || Instant::now() >= until,
+            };
+            if stop {
+                return;
+            }
+            poll = (poll * 2).min(MAX_POLL);
+        }
+    }
+
+    fn dispatch(&self, stream: TcpStream, peer: SocketAddr) {
+        Stats::bump(&self.context.stats.accepted);
+        let job = match self.jobs.try_send((stream, peer)) {
+            Ok(()) => return,
+            Err(TrySendError::Full(job)) => job,
+            Err(TrySendError::Disconnected(job)) => job,
+        };
+        // The queue is full, but a worker may be between two connections (past its
+        // last close, not yet back in `recv`): it is free, so wait for it briefly
+        // rather than refuse a client while a worker is free.
+        let job = if self.context.serving.load(Ordering::SeqCst) < self.workers {
+            match self.jobs.send_timeout(job, self.context.tick) {
+                Ok(()) => return,
+                Err(err) => err.into_inner(),
+            }
+        } else {
+            job
+        };
+        Stats::bump(&self.context.stats.refused_busy);
+        log::warn!("{}: every worker busy and the queue full; refusing", job.1);
+        // If even the refuser is backed up, dropping the socket is the last resort.
+        let _ = self.refused.try_send(job.0);
+    }
+
+    /// SPEC §2.3.2: take what waits in the kernel's backlog (closing the listener
+    /// would reset it), close the listener, then hand every taken connection to the
+    /// pool — blocking now is fine, as nothing new is accepted.
+    fn stop_accepting(self) {
+        let Acceptor {
+            listener,
+            jobs,
+            refused,
+            context,
+            ..
+        } = self;
+        context.draining.trigger();
+        let mut backlog = Vec::new();
+        while let Accepted::One(stream, peer) = accept_one(&listener) {
+            Stats::bump(&context.stats.accepted);
+            backlog.push((stream, peer));
+        }
+        drop(listener);
+        drop(refused);
+        log::info!(
+            "stopped accepting: listener closed, {} connection(s) taken from the backlog",
+            backlog.len()
+        );
+        let forced = context.draining.forced();
+        let mut backlog = backlog.into_iter();
+        for job in backlog.by_ref() {
+            crossbeam_channel::select! {
+                send(jobs, job) -> sent => if sent.is_err() {
+                    Stats::bump(&context.stats.forced);
+                },
+                recv(forced) -> _ => {
+                    Stats::bump(&context.stats.forced);
+                    break;
+                }
+            }
+        }
+        for _never_served in backlog {
+            Stats::bump(&context.stats.forced);
+        }
+    }
+}

@@ -1,0 +1,381 @@
+//! The server: a builder for its options, and a handle that drives its shutdown.
+//!
+//! [`ServerBuilder::start`] binds the listener and starts three kinds of named thread:
+//! `lameduck-acceptor` (polls the listener, see `acceptor`), `lameduck-worker-N` (the
+//! fixed pool, see `pool`) and `lameduck-refuser` (turns clients away when everything
+//! is full, see `busy`). [`ServerHandle::join`] waits for the shutdown token, then for
+//! every thread against the drain deadline, and returns the [`Report`].
+
+mod acceptor;
+mod busy;
+mod connection;
+mod crew;
+mod listener;
+mod pool;
+mod report;
+
+use std::error::Error;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+
+pub use connection::{Connection, Received};
+pub use report::{exit_code, Outcome, Report};
+
+use crate::handler::Handler;
+use crate::shutdown::{Reason, Shutdown};
+use crew::{Crew, JoinEnd};
+use pool::{Job, PoolContext};
+use report::Stats;
+
+/// Options of a server; every setter documents its default.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `start` is called"]
+pub struct ServerBuilder {
+    addr: SocketAddr,
+    workers: usize,
+    queue: usize,
+    backlog: u32,
+    tick: Duration,
+    drain_timeout: Duration,
+    drain_delay: Duration,
+    linger: Duration,
+    stack_size: Option<usize>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        ServerBuilder {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            workers: 128,
+            queue: 128,
+            backlog: 1024,
+            tick: Duration::from_millis(100),
+            drain_timeout: Duration::from_secs(30),
+            drain_delay: Duration::ZERO,
+            linger: Duration::from_secs(1),
+            stack_size: Some(256 * 1024),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port.
+    pub fn addr(mut self, addr: SocketAddr) -> Self {
+        self.addr = addr;
+        self
+    }
+
+    /// Worker threads, each serving one connection at a time. Default 128.
+    pub fn workers(mut self, workers: usize) -> Self {
+        self.workers = workers.max(1);
+        self
+    }
+
+    /// Accepted connections that may wait for a free worker; beyond them clients are
+    /// refused as busy. Default 128.
+    pub fn queue(mut self, queue: usize) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// The kernel's listen backlog. Default 1024.
+    pub fn backlog(mut self, backlog: u32) -> Self {
+        self.backlog = backlog;
+        self
+    }
+
+    /// How long a worker blocks in one read or write before checking for shutdown;
+    /// idle connections notice draining within one tick. Default 100 ms.
+    pub fn tick(mut self, tick: Duration) -> Self {
+        self.tick = tick.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long draining may take, counted from the trigger (and including the drain
+    /// delay) before what is left is force-closed. Default 30 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Readiness delay: after the trigger keep accepting and serving this long (while
+    /// health checks say "not ready"), then stop accepting. Default 0.
+    pub fn drain_delay(mut self, delay: Duration) -> Self {
+        self.drain_delay = delay;
+        self
+    }
+
+    /// How long a graceful close waits for the client to close its side after ours.
+    /// Default 1 s.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
+    }
+
+    /// Stack size of worker threads; `None` keeps the platform default (2 MiB of
+    /// address space on Linux). Default 256 KiB: handlers that recurse deeply or keep
+    /// large buffers on the stack need more.
+    pub fn stack_size(mut self, bytes: Option<usize>) -> Self {
+        self.stack_size = bytes;
+        self
+    }
+
+    /// The configured worker count.
+    pub fn worker_count(&self) -> usize {
+        self.workers
+    }
+
+    /// The configured tick.
+    pub fn tick_duration(&self) -> Duration {
+        self.tick
+    }
+
+    /// Binds the listener and starts the server's threads. The server runs until
+    /// `shutdown` is triggered; then [`ServerHandle::join`] drains it.
+    ///
+    /// # Errors
+    /// [`StartError::Bind`] if the address cannot be bound (in use, not local, no
+    /// permission); [`StartError::Spawn`] if a thread cannot be started.
+    pub fn start<H: Handler>(
+        self,
+        handler: H,
+        shutdown: &Shutdown,
+    ) -> Result<ServerHandle, StartError> {
+        let listener =
+            listener::bind(self.addr, self.backlog).map_err(|source| StartError::Bind {
+                addr: self.addr,
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: self.addr,
+            source,
+        })?;
+        let busy_reply = handler.busy_reply().to_vec();
+        let stats = Arc::new(Stats::default());
+        let draining = Shutdown::new();
+        let context = Arc::new(PoolContext {
+            handler: Arc::new(handler),
+            stats: Arc::clone(&stats),
+            serving: AtomicUsize::new(0),
+            tick: self.tick,
+            linger: self.linger,
+            draining: draining.clone(),
+            app: shutdown.clone(),
+        });
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(self.queue);
+        let (refused_tx, refused_rx) = crossbeam_channel::bounded(256);
+
+        let mut crew = Crew::new();
+        let spawn_error = |name: &str, source| StartError::Spawn {
+            thread: name.to_string(),
+            source,
+        };
+        // If anything below fails, the token is triggered so already started threads
+        // wind down instead of serving a half-built server.
+        let fail = |err: StartError| {
+            draining.force();
+            err
+        };
+        for id in 0..self.workers {
+            let name = format!("lameduck-worker-{id}");
+            let jobs = jobs_rx.clone();
+            let context = Arc::clone(&context);
+            crew.spawn(name.clone(), self.stack_size, move || {
+                pool::work(jobs, context)
+            })
+            .map_err(|err| fail(spawn_error(&name, err)))?;
+        }
+        let linger = self.linger;
+        crew.spawn("lameduck-refuser".into(), self.stack_size, move || {
+            busy::refuse(refused_rx, busy_reply, linger)
+        })
+        .map_err(|err| fail(spawn_error("lameduck-refuser", err)))?;
+        let acceptor = acceptor::Acceptor {
+            listener,
+            jobs: jobs_tx,
+            refused: refused_tx,
+            context: Arc::clone(&context),
+            workers: self.workers,
+            drain_delay: self.drain_delay,
+        };
+        crew.spawn("lameduck-acceptor".into(), None, move || acceptor.run())
+            .map_err(|err| fail(spawn_error("lameduck-acceptor", err)))?;
+        log::info!(
+            "serving on {local_addr} with {} workers, queue {}, tick {:?}",
+            self.workers,
+            self.queue,
+            self.tick
+        );
+        Ok(ServerHandle {
+            local_addr,
+            shutdown: shutdown.clone(),
+            draining,
+            crew,
+            leftover: jobs_rx,
+            context,
+            stats,
+            config: self,
+        })
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The listening socket could not be set up.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// A server thread could not be spawned.
+    Spawn {
+        /// The thread's name.
+        thread: String,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Spawn { thread, source } => {
+                write!(f, "cannot start thread {thread}: {source}")
+            }
+        }
+    }
+}
+
+impl Error for StartError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            StartError::Bind { source, .. } | StartError::Spawn { source, .. } => Some(source),
+        }
+    }
+}
+
+/// The entry point: `Server::builder()`.
+#[derive(Debug)]
+pub struct Server;
+
+impl Server {
+    /// A builder with the defaults of SPEC §3.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// A running server. Call [`ServerHandle::join`] to wait for its shutdown; dropping
+/// the handle without joining leaves the server running until its token fires.
+#[derive(Debug)]
+#[must_use = "a server is only drained and reported on by `join`"]
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    shutdown: Shutdown,
+    draining: Shutdown,
+    crew: Crew,
+    /// A receiver of the queue, to close whatever is still queued after a force.
+    leftover: Receiver<Job>,
+    context: Arc<PoolContext>,
+    stats: Arc<Stats>,
+    config: ServerBuilder,
+}
+
+impl ServerHandle {
+    /// The address actually bound (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The token this server stops on.
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Starts the shutdown programmatically (`reason=trigger`).
+    pub fn trigger(&self) {
+        self.shutdown.trigger();
+    }
+
+    /// Workers serving a connection right now.
+    pub fn busy_workers(&self) -> usize {
+        self.context.serving.load(Ordering::SeqCst)
+    }
+
+    /// Blocks until the token is triggered, drains (SPEC §2.3) against the drain
+    /// deadline, and reports. Past the deadline, or on a force (second signal),
+    /// connections are force-closed, threads get a short grace, and the ones still
+    /// running are detached and named in the log.
+    pub fn join(self) -> Report {
+        self.shutdown.wait();
+        let started = self.shutdown.triggered_at().unwrap_or_else(Instant::now);
+        log::info!("draining: finishing requests in flight, then saying goodbye");
+        let deadline = started + self.config.drain_delay + self.config.drain_timeout;
+        let ServerHandle {
+            shutdown,
+            draining,
+            mut crew,
+            leftover,
+            stats,
+            config,
+            ..
+        } = self;
+
+        let outcome = match crew.join_until(deadline, &shutdown.forced()) {
+            JoinEnd::AllExited => Outcome::Clean,
+            JoinEnd::DeadlinePassed => {
+                log::warn!(
+                    "drain deadline of {:?} passed: force-closing",
+                    config.drain_timeout
+                );
+                Outcome::Deadline
+            }
+            JoinEnd::Aborted => {
+                log::warn!("shutdown forced: force-closing connections");
+                Outcome::Forced
+            }
+        };
+        if outcome != Outcome::Clean {
+            draining.force();
+            // Every read and write wakes within a tick and sees the force; the grace
+            // covers that tick twice over plus scheduling noise.
+            let grace = (config.tick * 2).max(Duration::from_millis(100));
+            let never = crossbeam_channel::never();
+            crew.join_until(Instant::now() + grace, &never);
+            for _never_served in leftover.try_iter() {
+                Stats::bump(&stats.forced);
+            }
+        }
+        let drain = crew
+            .last_exit()
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(started);
+        let detached = crew.detach();
+        for name in &detached {
+            log::warn!("thread {name} did not stop in time; detached");
+        }
+        let report = Report {
+            reason: shutdown.reason().unwrap_or(Reason::Trigger),
+            outcome,
+            accepted: stats.accepted.load(Ordering::Relaxed),
+            drained: stats.drained.load(Ordering::Relaxed),
+            forced: stats.forced.load(Ordering::Relaxed),
+            refused_busy: stats.refused_busy.load(Ordering::Relaxed),
+            panics: stats.panics.load(Ordering::Relaxed),
+            detached,
+            drain,
+        };
+        log::info!("server stopped: {report}");
+        report
+    }
+}

@@ -1,0 +1,133 @@
+//! The fixed pool of workers: each takes accepted connections from the queue and
+//! serves one at a time, isolating handler panics.
+//!
+//! The pool owns nothing the acceptor needs: when the acceptor drops the queue's
+//! sender, each worker finishes what is queued and its `for` loop ends — the Rust
+//! Book's pool shape, with a deadline-bounded join around it (see `crew`).
+
+use std::net::{SocketAddr, TcpStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::Receiver;
+
+use super::connection::Connection;
+use super::report::Stats;
+use crate::handler::Handler;
+use crate::shutdown::Shutdown;
+
+/// An accepted connection waiting for a worker.
+pub(crate) type Job = (TcpStream, SocketAddr);
+
+/// What every worker shares.
+pub(crate) struct PoolContext {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) stats: Arc<Stats>,
+    /// Workers currently holding a connection; the acceptor reads it to tell a full
+    /// pool from a worker that is merely between two `recv` calls.
+    pub(crate) serving: AtomicUsize,
+    pub(crate) tick: Duration,
+    pub(crate) linger: Duration,
+    pub(crate) draining: Shutdown,
+    pub(crate) app: Shutdown,
+}
+
+impl std::fmt::Debug for PoolContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PoolContext")
+            .field("serving", &self.serving)
+            .field("tick", &self.tick)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PoolContext {
+    fn is_forced(&self) -> bool {
+        self.draining.is_forced() || self.app.is_forced()
+    }
+}
+
+struct Serving<'a>(&'a AtomicUsize);
+
+impl<'a> Serving<'a> {
+    fn start(counter: &'a AtomicUsize) -> Serving<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Serving(counter)
+    }
+}
+
+impl Drop for Serving<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A worker's whole life: serve until the queue is closed and empty.
+pub(crate) fn work(jobs: Receiver<Job>, context: Arc<PoolContext>) {
+    for (stream, peer) in jobs.iter() {
+        serve(stream, peer, &context);
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "non-string panic payload"
+    }
+}
+
+fn serve(stream: TcpStream, peer: SocketAddr, context: &PoolContext) {
+    let _serving = Serving::start(&context.serving);
+    if context.is_forced() {
+        // Queued but never started before the force: closing it is all that is left.
+        Stats::bump(&context.stats.forced);
+        return;
+    }
+    let mut conn = match Connection::new(
+        stream,
+        peer,
+        context.tick,
+        context.draining.clone(),
+        context.app.clone(),
+    ) {
+        Ok(conn) => conn,
+        Err(err) => {
+            log::debug!("{peer}: cannot set up the connection: {err}");
+            return;
+        }
+    };
+    // AssertUnwindSafe is sound here: after a panic the connection is dropped
+    // unused, and the handler's shared state is only reachable through `&self`,
+    // which a `Handler` must keep consistent across panics like any `Sync` type
+    // shared between threads (a poisoned lock is the usual signal).
+    let result = panic::catch_unwind(AssertUnwindSafe(|| context.handler.handle(&mut conn)));
+    match result {
+        Ok(Ok(())) => {
+            let graceful = conn.close_gracefully(context.linger);
+            if context.is_forced() {
+                Stats::bump(&context.stats.forced);
+            } else if graceful && context.draining.is_triggered() {
+                Stats::bump(&context.stats.drained);
+            }
+        }
+        Ok(Err(err)) => {
+            if context.is_forced() {
+                Stats::bump(&context.stats.forced);
+            } else {
+                log::debug!("{peer}: connection ended with an error: {err}");
+            }
+        }
+        Err(payload) => {
+            Stats::bump(&context.stats.panics);
+            log::error!(
+                "handler panicked serving {peer}: {}; connection closed, worker continues",
+                panic_message(payload.as_ref())
+            );
+        }
+    }
+}
