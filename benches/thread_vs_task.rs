@@ -146,11 +146,14 @@ struct Contenders {
 
 impl Contenders {
     fn spec(&self, slot: Slot, conns: usize) -> ServerSpec {
+        // A thread per connection: with fewer workers than clients the rest wait in
+        // the queue, which is a different experiment (the pool-limit table).
+        self.spec_with_workers(slot, self.ld_workers.unwrap_or(conns.max(64)))
+    }
+
+    fn spec_with_workers(&self, slot: Slot, workers: usize) -> ServerSpec {
         match (slot, &self.lameduck) {
             (Slot::Lameduck, Some(exe)) => {
-                // A thread per connection: with fewer workers than clients the rest
-                // wait in the queue, which is a different experiment (see --ld-workers).
-                let workers = self.ld_workers.unwrap_or(conns.max(64));
                 let mut args = vec![
                     "echo".to_string(),
                     "--addr".to_string(),
@@ -267,6 +270,7 @@ fn run(opts: &Options) -> Result<Results, String> {
         notes,
         names,
         runs: Vec::new(),
+        pool_limited: Vec::new(),
         shutdowns: Vec::new(),
         failures: Vec::new(),
     };
@@ -314,6 +318,39 @@ fn run(opts: &Options) -> Result<Results, String> {
                             .push(format!("throughput C={c} {}: {e}", spec.label));
                     }
                 }
+            }
+        }
+    }
+
+    // A fixed pool smaller than the crowd: the clients beyond workers + queue are
+    // refused as busy, those in the queue wait unserved. Only lameduck has a pool.
+    if contenders.lameduck.is_some() {
+        let limits: &[(usize, usize)] = if opts.quick {
+            &[(64, 16)]
+        } else {
+            &[(256, 64), (1000, 64)]
+        };
+        for &(c, workers) in limits {
+            let spec = contenders.spec_with_workers(Slot::Lameduck, workers);
+            match scenarios::throughput(&spec, c, opts.timing, opts.loadgen_threads, tck) {
+                Ok(t) => {
+                    eprintln!(
+                        "pool limit C={c} --workers {workers}: {:.0} req/s, unserved {}, errors {}",
+                        t.rps,
+                        t.unserved,
+                        t.stats.errors.summary()
+                    );
+                    results.pool_limited.push(Run {
+                        conns: c,
+                        round: 0,
+                        slot: Slot::Lameduck,
+                        workers: Some(workers),
+                        result: t,
+                    });
+                }
+                Err(e) => results
+                    .failures
+                    .push(format!("pool limit C={c} --workers {workers}: {e}")),
             }
         }
     }

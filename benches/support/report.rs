@@ -23,6 +23,8 @@ pub struct Results {
     /// Display names of the two slots (`lameduck` may be a stand-in).
     pub names: [String; 2],
     pub runs: Vec<Run>,
+    /// lameduck with fewer workers than clients (one round each).
+    pub pool_limited: Vec<Run>,
     pub shutdowns: Vec<ShutdownTrial>,
     pub failures: Vec<String>,
 }
@@ -282,6 +284,38 @@ impl Results {
         (header, rows)
     }
 
+    const POOL_HEADER: [&'static str; 9] = [
+        "C",
+        "server",
+        "workers",
+        "req/s",
+        "p99 µs",
+        "served",
+        "unserved (queued)",
+        "1st reply p99 ms",
+        "errors",
+    ];
+
+    fn pool_rows(&self) -> Vec<Vec<String>> {
+        self.pool_limited
+            .iter()
+            .map(|r| {
+                let t = &r.result;
+                vec![
+                    r.conns.to_string(),
+                    self.name(r.slot).to_string(),
+                    r.workers.map_or("–".to_string(), |w| w.to_string()),
+                    format!("{:.0}", t.rps),
+                    format!("{:.0}", t.p99_us),
+                    t.stats.first_reply.len().to_string(),
+                    t.unserved.to_string(),
+                    format!("{:.1}", t.first_reply_p99_ms),
+                    t.stats.errors.summary(),
+                ]
+            })
+            .collect()
+    }
+
     const SHUTDOWN_HEADER: [&'static str; 13] = [
         "scenario",
         "server",
@@ -305,7 +339,7 @@ impl Results {
                 .to_string(),
             "Latency: request → reply of a closed loop (one request in flight per \
              connection), loopback. unserved: connections that never got a reply in the \
-             run (max over rounds). CPU: utime+stime from /proc over the measured window, \
+             run (max over rounds; with a pool smaller than C, those queued behind it). CPU: utime+stime from /proc over the measured window, \
              % of one core."
                 .to_string(),
             "Shutdown: SIGTERM→exit includes ~1 ms to start kill(1). replies lost: \
@@ -326,6 +360,11 @@ impl Results {
         s.push('\n');
         s.push_str(&text_table(&h, &rows));
         s.push('\n');
+        let prows = self.pool_rows();
+        if !prows.is_empty() {
+            s.push_str(&text_table(&Self::POOL_HEADER, &prows));
+            s.push('\n');
+        }
         let srows = self.shutdown_rows();
         if !srows.is_empty() {
             s.push_str(&text_table(&Self::SHUTDOWN_HEADER, &srows));
@@ -347,6 +386,15 @@ impl Results {
         let (h, rows) = self.throughput_table();
         s.push_str(&md_table(&h, &rows));
         s.push('\n');
+        let prows = self.pool_rows();
+        if !prows.is_empty() {
+            let _ = writeln!(
+                s,
+                "Pool smaller than the crowd (lameduck only, one round):\n"
+            );
+            s.push_str(&md_table(&Self::POOL_HEADER, &prows));
+            s.push('\n');
+        }
         let srows = self.shutdown_rows();
         if !srows.is_empty() {
             s.push_str(&md_table(&Self::SHUTDOWN_HEADER, &srows));
