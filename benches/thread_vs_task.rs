@@ -41,6 +41,8 @@ usage: cargo bench --bench thread_vs_task -- [options]
   --ld-workers N       lameduck --workers (default max(C, 64))
   --ld-queue N         lameduck --queue (default: lameduck's own)
   --loadgen-threads N  event-loop threads of the load generator [min(nproc, 2)]
+  --ld-exe PATH        the lameduck binary to run (default: this build's), e.g. one
+                       built from another commit, or any server taking the same args
   --twin-only          run the tokio twin in both slots (as when lameduck is absent)
   --serve-twin ...     (internal) run the tokio twin server in this process
 ";
@@ -63,6 +65,7 @@ struct Options {
     load_for: Duration,
     ld_workers: Option<usize>,
     ld_queue: Option<usize>,
+    ld_exe: Option<PathBuf>,
     loadgen_threads: usize,
     twin_only: bool,
 }
@@ -83,6 +86,7 @@ impl Options {
                 load_for: Duration::from_millis(200),
                 ld_workers: None,
                 ld_queue: None,
+                ld_exe: None,
                 loadgen_threads: default_loadgen_threads(),
                 twin_only: false,
             }
@@ -99,6 +103,7 @@ impl Options {
                 load_for: Duration::from_millis(500),
                 ld_workers: None,
                 ld_queue: None,
+                ld_exe: None,
                 loadgen_threads: default_loadgen_threads(),
                 twin_only: false,
             }
@@ -126,6 +131,7 @@ impl Options {
                 "--trials" => o.trials = num(value()?)?,
                 "--ld-workers" => o.ld_workers = Some(num(value()?)?),
                 "--ld-queue" => o.ld_queue = Some(num(value()?)?),
+                "--ld-exe" => o.ld_exe = Some(PathBuf::from(value()?)),
                 "--loadgen-threads" => o.loadgen_threads = num(value()?)?.max(1),
                 "--help" | "-h" => return Err(String::new()),
                 other => return Err(format!("unknown option {other}")),
@@ -225,7 +231,11 @@ fn run(opts: &Options) -> Result<Results, String> {
     let started = Instant::now();
     let twin = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     let mut contenders = Contenders {
-        lameduck: Some(PathBuf::from(env!("CARGO_BIN_EXE_lameduck"))),
+        lameduck: Some(
+            opts.ld_exe
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lameduck"))),
+        ),
         twin,
         ld_workers: opts.ld_workers,
         ld_queue: opts.ld_queue,
@@ -264,6 +274,21 @@ fn run(opts: &Options) -> Result<Results, String> {
         (false, _) => "lameduck slot: twin stand-in.".to_string(),
     });
 
+    if let Some(path) = &opts.ld_exe {
+        notes.push(format!("lameduck binary: {}.", path.display()));
+    }
+    // The load generator holds one descriptor per client and the server one per
+    // connection: past the limit, connects fail with EMFILE (counted as `other`).
+    let max_conns = opts.conns.iter().copied().max().unwrap_or(0).max(100) as u64;
+    if let Some(limit) = procfs::open_files_limit() {
+        if limit < max_conns + 64 {
+            eprintln!(
+                "warning: open files limit {limit} is below {} needed for C={max_conns}; raise it with `ulimit -n`",
+                max_conns + 64
+            );
+        }
+    }
+
     let tck = procfs::clk_tck();
     let mut results = Results {
         machine,
@@ -300,6 +325,9 @@ fn run(opts: &Options) -> Result<Results, String> {
                             t.unserved,
                             t.stats.errors.summary()
                         );
+                        if t.unserved > 0 || t.stats.errors.summary() != "none" {
+                            log_anomaly(&t);
+                        }
                         let i = usize::from(slot == Slot::Tokio);
                         placement[i].extend(&t.server_cpus);
                         placement[2].extend(&t.loadgen_cpus);
@@ -424,6 +452,15 @@ fn run(opts: &Options) -> Result<Results, String> {
     println!("{}", results.console());
     write_outputs(&results);
     Ok(results)
+}
+
+/// A run with unserved clients or errors: show what the server said about it.
+fn log_anomaly(t: &scenarios::Throughput) {
+    eprintln!("    server report: {}", t.report);
+    let tail: Vec<&str> = t.stderr_tail.lines().collect();
+    for line in &tail[tail.len().saturating_sub(3)..] {
+        eprintln!("    server stderr: {line}");
+    }
 }
 
 /// `target/thread_vs_task.{md,svg}`; a failure to write is reported, not fatal: the

@@ -75,6 +75,18 @@ pub fn loadavg() -> String {
         .unwrap_or_else(|_| "unknown".to_string())
 }
 
+/// The soft limit on open files of this process (children inherit it); `None` when
+/// unlimited or unreadable.
+pub fn open_files_limit() -> Option<u64> {
+    let text = fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line["Max open files".len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The machine and code the numbers belong to.
 #[derive(Clone, Debug)]
 pub struct Machine {

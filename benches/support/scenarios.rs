@@ -43,6 +43,10 @@ pub struct Throughput {
     pub stats: Stats,
     pub server_cpus: BTreeSet<u32>,
     pub loadgen_cpus: BTreeSet<u32>,
+    /// The server's `stopped ...` line and the last lines of its stderr, for the
+    /// progress log when a run went wrong (unserved clients, errors).
+    pub report: String,
+    pub stderr_tail: String,
 }
 
 fn sleep_until(t: Instant) {
@@ -93,7 +97,8 @@ pub fn throughput(
 
     let stats = load.join().map_err(|e| format!("loadgen: {e}"))?;
     // The drain after a throughput run is not measured, only required to work.
-    server.stop(STOP)?;
+    let (_exit, report) = server.stop(STOP)?;
+    let stderr_tail = server.stderr_tail();
 
     let pct = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (Some(a), Some(b)) if window > 0.0 => (b - a) as f64 / tck as f64 / window * 100.0,
@@ -113,6 +118,8 @@ pub fn throughput(
         stats,
         server_cpus,
         loadgen_cpus,
+        report,
+        stderr_tail,
     })
 }
 
