@@ -52,8 +52,9 @@ pub struct ServerArgs {
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub drain_delay: Duration,
 
-    /// How often a worker blocked on a quiet client checks for shutdown.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    /// Longest a worker blocks in one read or write in the middle of a request
+    /// before it checks for shutdown (idle clients are told goodbye at once).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub tick: Duration,
 
     /// Close connections quiet for this long.
