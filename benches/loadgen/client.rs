@@ -299,7 +299,9 @@ impl Client {
             match plan.until {
                 Until::AllClosed => stats.errors.timeout += 1,
                 Until::WindowEnd => {
-                    if self.in_flight.is_some_and(|t| now - t >= plan.stall) {
+                    // Never connected within the run counts too: a SYN the server's
+                    // backlog dropped looks exactly like that.
+                    if self.connecting || self.in_flight.is_some_and(|t| now - t >= plan.stall) {
                         stats.errors.timeout += 1;
                     }
                 }
