@@ -314,13 +314,14 @@ fn run(opts: &Options) -> Result<Results, String> {
                 match scenarios::throughput(&spec, c, opts.timing, opts.loadgen_threads, tck) {
                     Ok(t) => {
                         eprintln!(
-                            "C={c:<5} round {round} {:<16} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>7.0} µs  server CPU {:>4.0}%  loadgen CPU {:>4.0}%  RSS {:>6.1} MiB  unserved {}  errors {}",
+                            "C={c:<5} round {round} {:<16} {:>8.0} req/s  p50 {:>6.0} µs  p99 {:>7.0} µs  server CPU {:>4.0}%  loadgen CPU {:>4.0}%  other CPU {:>4.0}%  RSS {:>6.1} MiB  unserved {}  errors {}",
                             spec.label,
                             t.rps,
                             t.p50_us,
                             t.p99_us,
                             t.server_cpu,
                             t.loadgen_cpu,
+                            t.other_cpu,
                             t.rss_kib as f64 / 1024.0,
                             t.unserved,
                             t.stats.errors.summary()

@@ -38,6 +38,21 @@ pub fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Busy ticks of the whole machine (all CPUs, everything but idle and iowait) from
+/// `/proc/stat`: minus the server's and the bench's own, what other work took.
+pub fn machine_busy_ticks() -> Option<u64> {
+    let text = fs::read_to_string("/proc/stat").ok()?;
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    let busy = v.iter().take(8).sum::<u64>() - v.get(3)? - v.get(4)?;
+    Some(busy)
+}
+
 /// A `Vm...:` line of `/proc/<pid>/status`, in KiB.
 pub fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -57,6 +57,7 @@ pub struct Row {
     pub p999_us: f64,
     pub server_cpu: f64,
     pub loadgen_cpu: f64,
+    pub other_cpu: f64,
     pub rss_mib: f64,
     pub hwm_mib: f64,
     pub unserved_max: u64,
@@ -129,6 +130,7 @@ impl Results {
                     p999_us: med(&|t| t.p999_us),
                     server_cpu: med(&|t| t.server_cpu),
                     loadgen_cpu: med(&|t| t.loadgen_cpu),
+                    other_cpu: med(&|t| t.other_cpu),
                     rss_mib: med(&|t| t.rss_kib as f64 / 1024.0),
                     hwm_mib: med(&|t| t.hwm_kib as f64 / 1024.0),
                     unserved_max: runs.iter().map(|r| r.result.unserved).max().unwrap_or(0),
@@ -253,6 +255,7 @@ impl Results {
             "1st reply p99 ms",
             "errors",
             "loadgen CPU %",
+            "other CPU %",
             "ld/tokio req/s",
             "ld/tokio p99",
         ];
@@ -276,6 +279,7 @@ impl Results {
                     format!("{:.1}", r.first_reply_p99_ms),
                     r.errors.clone(),
                     format!("{:.0}", r.loadgen_cpu),
+                    format!("{:.0}", r.other_cpu),
                     opt(r.ratio_rps),
                     opt(r.ratio_p99),
                 ]
@@ -340,7 +344,8 @@ impl Results {
             "Latency: request → reply of a closed loop (one request in flight per \
              connection), loopback. unserved: connections that never got a reply in the \
              run (max over rounds; with a pool smaller than C, those queued behind it). CPU: utime+stime from /proc over the measured window, \
-             % of one core."
+             % of one core; other CPU: the rest of the machine's busy time (other \
+             processes), a noise gauge."
                 .to_string(),
             "Shutdown: SIGTERM→exit includes ~1 ms to start kill(1). replies lost: \
              requests sent that got no answer, beyond the one allowed in flight across the \

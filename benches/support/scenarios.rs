@@ -36,6 +36,9 @@ pub struct Throughput {
     pub server_cpu: f64,
     /// Load generator (this process) CPU over the window, in % of one core.
     pub loadgen_cpu: f64,
+    /// Everything else the machine ran over the window (other builds on a shared
+    /// machine), in % of one core: a run with much of it is a noisy run.
+    pub other_cpu: f64,
     pub rss_kib: u64,
     pub hwm_kib: u64,
     pub unserved: u64,
@@ -84,6 +87,7 @@ pub fn throughput(
     sleep_until(measure_from);
     let s0 = procfs::cpu_ticks(Some(server.pid));
     let l0 = procfs::cpu_ticks(None);
+    let m0 = procfs::machine_busy_ticks();
     let t0 = Instant::now();
     sleep_until(measure_from + timing.measure / 2);
     let server_cpus = procfs::thread_cpus(Some(server.pid));
@@ -91,6 +95,7 @@ pub fn throughput(
     sleep_until(measure_to);
     let s1 = procfs::cpu_ticks(Some(server.pid));
     let l1 = procfs::cpu_ticks(None);
+    let m1 = procfs::machine_busy_ticks();
     let window = t0.elapsed().as_secs_f64();
     let rss_kib = procfs::status_kib(server.pid, "VmRSS:").unwrap_or(0);
     let hwm_kib = procfs::status_kib(server.pid, "VmHWM:").unwrap_or(0);
@@ -111,6 +116,7 @@ pub fn throughput(
         p999_us: stats.latency_us(0.999),
         server_cpu: pct(s0, s1),
         loadgen_cpu: pct(l0, l1),
+        other_cpu: (pct(m0, m1) - pct(s0, s1) - pct(l0, l1)).max(0.0),
         rss_kib,
         hwm_kib,
         unserved: stats.unserved,
