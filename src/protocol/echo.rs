@@ -21,7 +21,7 @@ pub const SERVER_BUSY: &[u8] = b"Error: server busy\r\n";
 pub const DEFAULT_GOODBYE: &str = "Server is shutting down. Goodbye!";
 
 /// How much one read asks for.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = 8 * 1024;
 
 /// Python's `bytes.strip()` / ASCII `str.strip()` whitespace: space, `\t`, `\n`,
 /// `\v`, `\f`, `\r` and the separators `\x1c`–`\x1f`.
@@ -214,7 +214,7 @@ impl Handler for Echo {
     fn handle(&self, conn: &mut Connection) -> io::Result<()> {
         let mut lines = Lines::new();
         let mut chunk = vec![0u8; READ_CHUNK];
-        let mut out = Vec::with_capacity(READ_CHUNK);
+        let mut out = Vec::new();
         let mut last_heard = Instant::now();
         conn.set_deadline(Some(last_heard + self.idle_timeout));
         loop {
