@@ -179,6 +179,7 @@ impl ServerBuilder {
             handler: Arc::new(handler),
             stats: Arc::clone(&stats),
             serving: AtomicUsize::new(0),
+            spin_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             registry: registry::Registry::new(self.workers),
             tick: self.tick,
             linger: self.linger,

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use super::connection::Connection;
+use super::connection::{Connection, Spin};
 use super::registry::Registry;
 use super::report::Stats;
 use crate::handler::Handler;
@@ -29,6 +29,8 @@ pub(crate) struct PoolContext {
     /// Workers currently holding a connection; the acceptor reads it to tell a full
     /// pool from a worker that is merely between two `recv` calls.
     pub(crate) serving: AtomicUsize,
+    /// Cores available, for the decision to poll between requests; 0 disables it.
+    pub(crate) spin_cores: usize,
     /// Each worker's current connection, for dismissal and force-close.
     pub(crate) registry: Registry,
     pub(crate) tick: Duration,
@@ -104,6 +106,10 @@ fn serve(index: usize, stream: TcpStream, peer: SocketAddr, context: &PoolContex
         context.draining.clone(),
         context.app.clone(),
         slot,
+        Some(Spin {
+            serving: &context.serving,
+            cores: context.spin_cores,
+        }),
     ) {
         Ok(conn) => conn,
         Err(err) => {
