@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lameduck::protocol::echo::Echo;
+use lameduck::protocol::http::{Hello, Http};
 use lameduck::{signals, ServerBuilder, Shutdown};
 
 use cli::{Cli, Command, ServerArgs};
@@ -70,6 +71,16 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
                 .idle_timeout(args.server.idle_timeout)
                 .goodbye(&args.goodbye);
             builder(&args.server).start(echo, &shutdown)?
+        }
+        Command::Http(args) => {
+            let http = Http::new(Hello::new().work_delay(args.work_delay))
+                .max_body(args.max_body)
+                .max_headers(args.max_headers as usize)
+                .max_head_bytes(args.max_head_bytes)
+                .header_timeout(args.header_timeout)
+                .body_timeout(args.body_timeout)
+                .idle_timeout(args.server.idle_timeout);
+            builder(&args.server).start(http, &shutdown)?
         }
     };
     let mut stdout = std::io::stdout().lock();
