@@ -19,10 +19,14 @@
 //! and the response the service returns.
 
 mod body;
+#[cfg(test)]
+mod fuzz;
 mod request;
 mod response;
 mod routes;
 mod service;
+#[cfg(test)]
+mod tests;
 
 use std::io;
 use std::time::{Duration, Instant};
