@@ -200,7 +200,7 @@ pub fn parse_head(input: &[u8], limits: &Limits) -> Result<Parsed, RequestError>
                 "too many header fields",
             ))
         }
-        Err(httparse::Error::Version) => {
+        Err(httparse::Error::Version) if names_another_version(input) => {
             return Err(RequestError::new(
                 Status::VERSION_NOT_SUPPORTED,
                 "only HTTP/1.0 and HTTP/1.1 are spoken",
@@ -272,6 +272,16 @@ pub fn parse_head(input: &[u8], limits: &Limits) -> Result<Parsed, RequestError>
         }),
         head_len,
     ))
+}
+
+/// Whether the request line ends in a well-formed `HTTP/d.d` other than 1.x: 505 is
+/// for a client speaking another version, not for bytes that are not HTTP at all.
+fn names_another_version(input: &[u8]) -> bool {
+    let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
+    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
 /// RFC 9112 §6.3: how the body is delimited, refusing every ambiguous case.
@@ -470,6 +480,8 @@ mod tests {
             b"GET / HTTP/1.1\r\nBad Name: x\r\nHost: x\r\n\r\n",
             b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
             b"GET\r\n\r\n",
+            b"this is not http\r\n\r\n",
+            b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n",
         ] {
             assert_eq!(status(bad), 400, "{}", String::from_utf8_lossy(bad));
         }
