@@ -15,7 +15,8 @@ use crate::server::Connection;
 ///
 /// A handler must check [`Connection::is_draining`] at least once per
 /// [`Received::Quiet`](crate::server::Received::Quiet) read and between requests, so
-/// shutdown reaches it within a tick.
+/// shutdown reaches it within a tick; waiting for a request with
+/// [`Connection::read_request`] lets the drain reach it at once.
 pub trait Handler: Send + Sync + 'static {
     /// Serves `conn` until the client is done or the server drains.
     ///
@@ -27,4 +28,12 @@ pub trait Handler: Send + Sync + 'static {
     /// The bytes sent to a client turned away because every worker is serving and
     /// the queue is full (echo: `Error: server busy\r\n`; HTTP: a 503).
     fn busy_reply(&self) -> &[u8];
+
+    /// The bytes the server may send on the handler's behalf to a connection idle
+    /// between requests when draining begins (see
+    /// [`Connection::read_request`](crate::Connection::read_request)); echo: the
+    /// goodbye line; HTTP: nothing, an idle keep-alive connection is just closed.
+    fn goodbye(&self) -> &[u8] {
+        &[]
+    }
 }

@@ -51,15 +51,19 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod handler;
+pub mod lifecycle;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;
 pub mod signals;
+pub mod supervisor;
 
 pub use handler::Handler;
+pub use lifecycle::{DrainSummary, Lifecycle, StartupError};
 pub use server::{
     exit_code, Connection, Outcome, Received, Report, Server, ServerBuilder, ServerHandle,
     StartError,
 };
 pub use shutdown::{Reason, Shutdown};
 pub use signals::SignalError;
+pub use supervisor::{BoxError, OnFailure, SpawnError, TaskGroup, TaskReport, TaskResult};

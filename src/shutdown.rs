@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -55,11 +55,20 @@ impl fmt::Display for Reason {
     }
 }
 
-/// A one-shot broadcast: a flag plus a channel whose sender is dropped to wake everyone.
+/// A one-shot broadcast: a flag for cheap checks, a condition variable for threads
+/// that wait on the token alone, and a channel whose sender is dropped to wake
+/// threads that wait on it beside other channels in a `select!`.
+///
+/// Plain waits use the condition variable because a timed crossbeam receive spins
+/// and yields before it parks: harmless once, but a thread that waits in a loop
+/// (the acceptor between polls, a periodic task) pays it on every round.
 struct Latch {
     set: AtomicBool,
     at: OnceLock<Instant>,
+    /// The sender lives inside the mutex the condition variable waits on, so
+    /// setting the latch (taking the sender) and notifying are one critical section.
     sender: Mutex<Option<Sender<()>>>,
+    changed: Condvar,
     receiver: Receiver<()>,
 }
 
@@ -72,6 +81,7 @@ impl Latch {
             set: AtomicBool::new(false),
             at: OnceLock::new(),
             sender: Mutex::new(Some(sender)),
+            changed: Condvar::new(),
             receiver,
         }
     }
@@ -80,14 +90,18 @@ impl Latch {
     fn set(&self) -> bool {
         let _ = self.at.get_or_init(Instant::now);
         let first = !self.set.swap(true, Ordering::SeqCst);
-        // A poisoned lock only means another thread panicked while dropping the
-        // sender; the Option is still valid, so take it anyway.
-        let sender = match self.sender.lock() {
-            Ok(mut guard) => guard.take(),
-            Err(poisoned) => poisoned.into_inner().take(),
-        };
+        let sender = self.lock().take();
+        self.changed.notify_all();
         drop(sender);
         first
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Sender<()>>> {
+        // A poisoned lock only means another thread panicked while holding it; the
+        // Option inside is valid whatever happened, so carry on with it.
+        self.sender
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn is_set(&self) -> bool {
@@ -98,14 +112,29 @@ impl Latch {
         if self.is_set() {
             return true;
         }
-        match deadline {
-            // Err(Disconnected) is the wake-up; Ok is impossible since nothing is sent.
-            None => self.receiver.recv().is_err(),
-            Some(deadline) => matches!(
-                self.receiver.recv_deadline(deadline),
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected)
-            ),
+        let mut guard = self.lock();
+        // The sender is taken exactly when the latch is set, under this lock, so
+        // `is_some` is the condition and no notification can slip between the check
+        // and the wait.
+        while guard.is_some() {
+            guard = match deadline {
+                None => self
+                    .changed
+                    .wait(guard)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.changed
+                        .wait_timeout(guard, left)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0
+                }
+            };
         }
+        true
     }
 }
 

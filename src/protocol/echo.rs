@@ -175,7 +175,7 @@ impl Echo {
                 }
             }
             Received::Eof => lines.finish(out),
-            Received::Quiet => {}
+            Received::Quiet | Received::Dismissed => {}
         }
         out.extend_from_slice(&self.goodbye);
         conn.write_all(out)
@@ -188,14 +188,16 @@ impl Handler for Echo {
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut out = Vec::with_capacity(READ_CHUNK);
         let mut last_heard = Instant::now();
+        conn.set_deadline(Some(last_heard + self.idle_timeout));
         loop {
             out.clear();
             if conn.is_draining() {
                 return self.say_goodbye(conn, &mut lines, &mut chunk, &mut out);
             }
-            match conn.read(&mut chunk)? {
+            match conn.read_request(&mut chunk)? {
                 Received::Data(n) => {
                     last_heard = Instant::now();
+                    conn.set_deadline(Some(last_heard + self.idle_timeout));
                     let framed = lines.feed(&chunk[..n], self.max_line, &mut out);
                     if framed == Framed::TooLong {
                         out.extend_from_slice(LINE_TOO_LONG);
@@ -212,12 +214,17 @@ impl Handler for Echo {
                         return conn.write_all(IDLE_TIMEOUT);
                     }
                 }
+                Received::Dismissed => return Ok(()),
             }
         }
     }
 
     fn busy_reply(&self) -> &[u8] {
         SERVER_BUSY
+    }
+
+    fn goodbye(&self) -> &[u8] {
+        &self.goodbye
     }
 }
 

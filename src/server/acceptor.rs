@@ -18,10 +18,13 @@ use super::pool::{Job, PoolContext};
 use super::report::Stats;
 use crate::shutdown::Shutdown;
 
+/// The longest the acceptor waits for a worker that is free but not yet back at
+/// the queue, before refusing the client after all.
+const HANDOFF_WAIT: Duration = Duration::from_millis(100);
 const MIN_POLL: Duration = Duration::from_micros(50);
 /// The longest a connection waits in the backlog before the acceptor looks, when the
-/// server has been idle. Bounds idle wake-ups to 500 a second.
-pub(crate) const MAX_POLL: Duration = Duration::from_millis(2);
+/// server has been idle for a while.
+pub(crate) const MAX_POLL: Duration = Duration::from_millis(10);
 
 pub(crate) struct Acceptor {
     pub(crate) listener: TcpListener,
@@ -121,7 +124,10 @@ impl Acceptor {
         // last close, not yet back in `recv`): it is free, so wait for it briefly
         // rather than refuse a client while a worker is free.
         let job = if self.context.serving.load(Ordering::SeqCst) < self.workers {
-            match self.jobs.send_timeout(job, self.context.tick) {
+            match self
+                .jobs
+                .send_timeout(job, self.context.tick.min(HANDOFF_WAIT))
+            {
                 Ok(()) => return,
                 Err(err) => err.into_inner(),
             }
@@ -146,6 +152,8 @@ impl Acceptor {
             ..
         } = self;
         context.draining.trigger();
+        let dismissed = context.registry.dismiss_idle(context.handler.goodbye());
+        log::debug!("{dismissed} idle connection(s) told goodbye");
         let mut backlog = Vec::new();
         while let Accepted::One(stream, peer) = accept_one(&listener) {
             Stats::bump(&context.stats.accepted);

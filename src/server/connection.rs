@@ -12,6 +12,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use super::registry::{SlotGuard, State};
 use crate::shutdown::Shutdown;
 
 /// What one [`Connection::read`] produced.
@@ -22,17 +23,31 @@ pub enum Received {
     Data(usize),
     /// The client closed its side: nothing more will come.
     Eof,
-    /// A tick passed without data: check [`Connection::is_draining`] and timeouts.
+    /// A tick passed without data (or draining has begun): check
+    /// [`Connection::is_draining`] and timeouts.
     Quiet,
+    /// Only from [`Connection::read_request`]: while the handler waited between
+    /// requests, draining began and the server sent the handler's goodbye on its
+    /// behalf. Anything the client sent after it crossed the goodbye and is dropped.
+    /// Return `Ok(())`.
+    Dismissed,
 }
 
 /// A client connection lent to a [`Handler`](crate::Handler) for the length of one
 /// `handle` call. The server closes it gracefully when the handler returns `Ok`.
 #[derive(Debug)]
-pub struct Connection {
+pub struct Connection<'a> {
     stream: TcpStream,
     peer: SocketAddr,
     tick: Duration,
+    /// The read timeout currently set on the socket, to skip redundant syscalls.
+    read_timeout: Option<Duration>,
+    /// When the handler's own wait ends (an idle timeout, a header timeout).
+    deadline: Option<Instant>,
+    /// This connection's entry in the registry, for dismissal while idle.
+    slot: Option<SlotGuard<'a>>,
+    /// Our side already sent FIN (a dismissal did).
+    write_closed: bool,
     /// Set when this server stops accepting: handlers say goodbye.
     draining: Shutdown,
     /// The application's token, for handlers that report readiness.
@@ -47,14 +62,15 @@ fn is_timeout(err: &io::Error) -> bool {
     )
 }
 
-impl Connection {
+impl<'a> Connection<'a> {
     pub(crate) fn new(
         stream: TcpStream,
         peer: SocketAddr,
         tick: Duration,
         draining: Shutdown,
         app: Shutdown,
-    ) -> io::Result<Connection> {
+        slot: Option<SlotGuard<'a>>,
+    ) -> io::Result<Connection<'a>> {
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(tick))?;
@@ -63,6 +79,10 @@ impl Connection {
             stream,
             peer,
             tick,
+            read_timeout: Some(tick),
+            deadline: None,
+            slot,
+            write_closed: false,
             draining,
             app,
         })
@@ -101,14 +121,49 @@ impl Connection {
         io::Error::new(io::ErrorKind::Interrupted, "shutdown forced")
     }
 
-    /// Reads what is available, waiting at most one tick.
+    /// Sets (or clears) the instant the handler's own wait ends — an idle or a
+    /// header timeout. Reads then return [`Received::Quiet`] by that instant even
+    /// when the tick is longer, so the handler can act on time.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Sets the socket's read timeout to end by the handler's deadline and, with a
+    /// `cap`, within it.
+    fn fit_read_timeout(&mut self, cap: Option<Duration>) -> io::Result<()> {
+        let until_deadline = self.deadline.map(|deadline| {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1))
+        });
+        let wanted = match (until_deadline, cap) {
+            (Some(left), Some(cap)) => Some(left.min(cap)),
+            (left, cap) => left.or(cap),
+        };
+        // Only a real change costs a syscall: on the hot path the deadline is far
+        // away and the timeout stays one tick.
+        if wanted != self.read_timeout {
+            self.stream.set_read_timeout(wanted)?;
+            self.read_timeout = wanted;
+        }
+        Ok(())
+    }
+
+    /// Reads what is available, waiting at most one tick (or until the deadline of
+    /// [`Connection::set_deadline`]). Use it inside a request; between requests use
+    /// [`Connection::read_request`].
     ///
     /// # Errors
     /// I/O errors of the socket (a reset, say), or `Interrupted` once forced.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<Received> {
+        self.read_within(buf, Some(self.tick))
+    }
+
+    fn read_within(&mut self, buf: &mut [u8], cap: Option<Duration>) -> io::Result<Received> {
         if self.is_forced() {
             return Err(Self::forced_error());
         }
+        self.fit_read_timeout(cap)?;
         loop {
             return match self.stream.read(buf) {
                 Ok(0) => Ok(Received::Eof),
@@ -118,6 +173,46 @@ impl Connection {
                 Err(err) => Err(err),
             };
         }
+    }
+
+    /// Reads the start of the next request, like [`Connection::read`], while letting
+    /// the server say goodbye on the handler's behalf if draining begins during the
+    /// wait (see [`Received::Dismissed`]); that is what lets a drain reach idle
+    /// connections at once instead of a tick later. The wait is not cut into ticks:
+    /// it returns with data, at EOF, at the deadline of [`Connection::set_deadline`]
+    /// (with [`Received::Quiet`]), or on a dismissal or force. Once draining has begun it returns
+    /// [`Received::Quiet`] without reading: check [`Connection::is_draining`] first.
+    ///
+    /// # Errors
+    /// As [`Connection::read`].
+    pub fn read_request(&mut self, buf: &mut [u8]) -> io::Result<Received> {
+        let Some(slot) = self.slot.as_ref() else {
+            return self.read(buf);
+        };
+        match slot.enter_idle(self.is_draining()) {
+            State::Dismissed => {
+                self.write_closed = true;
+                return Ok(Received::Dismissed);
+            }
+            State::Busy => return Ok(Received::Quiet),
+            State::Idle => {}
+        }
+        // No tick while idle: draining reaches this read through a dismissal and a
+        // force through `Registry::force_close`, so an idle worker sleeps until the
+        // client speaks or its own deadline (the idle timeout) without waking.
+        let received = self.read_within(buf, None);
+        let dismissed = self
+            .slot
+            .as_ref()
+            .is_some_and(|slot| slot.leave_idle() == State::Dismissed);
+        if dismissed {
+            self.write_closed = true;
+            return match received {
+                Err(err) if self.is_forced() => Err(err),
+                _ => Ok(Received::Dismissed),
+            };
+        }
+        received
     }
 
     /// One non-blocking read of whatever already waits in the socket's receive
@@ -163,7 +258,7 @@ impl Connection {
     /// The graceful close of SPEC §2.3. Returns true if the client closed its side
     /// (or the linger ran out) without an error, i.e. it has read every reply.
     pub(crate) fn close_gracefully(mut self, linger: Duration) -> bool {
-        if self.stream.shutdown(Direction::Write).is_err() {
+        if !self.write_closed && self.stream.shutdown(Direction::Write).is_err() {
             return false;
         }
         let deadline = Instant::now() + linger;

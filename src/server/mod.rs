@@ -12,6 +12,7 @@ mod connection;
 mod crew;
 mod listener;
 mod pool;
+mod registry;
 mod report;
 
 use std::error::Error;
@@ -55,7 +56,7 @@ impl Default for ServerBuilder {
             workers: 128,
             queue: 128,
             backlog: 1024,
-            tick: Duration::from_millis(100),
+            tick: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             linger: Duration::from_secs(1),
@@ -90,8 +91,11 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a worker blocks in one read or write before checking for shutdown;
-    /// idle connections notice draining within one tick. Default 100 ms.
+    /// How long a worker blocks in one read or write before it checks for shutdown
+    /// and its deadlines. It bounds how late a worker in the middle of a request (a
+    /// partial line, a slow body) notices draining; connections idle between requests
+    /// are told goodbye at once, and a force reaches every socket at once. Longer
+    /// ticks mean fewer wake-ups of idle threads. Default 1 s.
     pub fn tick(mut self, tick: Duration) -> Self {
         self.tick = tick.max(Duration::from_millis(1));
         self
@@ -163,6 +167,7 @@ impl ServerBuilder {
             handler: Arc::new(handler),
             stats: Arc::clone(&stats),
             serving: AtomicUsize::new(0),
+            registry: registry::Registry::new(self.workers),
             tick: self.tick,
             linger: self.linger,
             draining: draining.clone(),
@@ -187,7 +192,7 @@ impl ServerBuilder {
             let jobs = jobs_rx.clone();
             let context = Arc::clone(&context);
             crew.spawn(name.clone(), self.stack_size, move || {
-                pool::work(jobs, context)
+                pool::work(id, jobs, context)
             })
             .map_err(|err| fail(spawn_error(&name, err)))?;
         }
@@ -326,12 +331,21 @@ impl ServerHandle {
             draining,
             mut crew,
             leftover,
+            context,
             stats,
             config,
             ..
         } = self;
 
-        let outcome = match crew.join_until(deadline, &shutdown.forced()) {
+        // Dismissed connections linger in reads without a tick; end their linger on
+        // time (see `Registry::release_dismissed`) unless the deadline comes first.
+        let release_at = started + config.drain_delay + config.linger;
+        let mut end = crew.join_until(deadline.min(release_at), &shutdown.forced());
+        if end == JoinEnd::DeadlinePassed && release_at < deadline {
+            context.registry.release_dismissed();
+            end = crew.join_until(deadline, &shutdown.forced());
+        }
+        let outcome = match end {
             JoinEnd::AllExited => Outcome::Clean,
             JoinEnd::DeadlinePassed => {
                 log::warn!(
@@ -347,9 +361,11 @@ impl ServerHandle {
         };
         if outcome != Outcome::Clean {
             draining.force();
-            // Every read and write wakes within a tick and sees the force; the grace
-            // covers that tick twice over plus scheduling noise.
-            let grace = (config.tick * 2).max(Duration::from_millis(100));
+            context.registry.force_close();
+            // Every registered socket was just shut down, so blocked reads and writes
+            // return now; the grace covers a worker caught between two calls (up to
+            // a tick) plus scheduling noise.
+            let grace = config.tick.max(Duration::from_millis(100)) * 2;
             let never = crossbeam_channel::never();
             crew.join_until(Instant::now() + grace, &never);
             for _never_served in leftover.try_iter() {

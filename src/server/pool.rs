@@ -14,6 +14,7 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 
 use super::connection::Connection;
+use super::registry::Registry;
 use super::report::Stats;
 use crate::handler::Handler;
 use crate::shutdown::Shutdown;
@@ -28,6 +29,8 @@ pub(crate) struct PoolContext {
     /// Workers currently holding a connection; the acceptor reads it to tell a full
     /// pool from a worker that is merely between two `recv` calls.
     pub(crate) serving: AtomicUsize,
+    /// Each worker's current connection, for dismissal and force-close.
+    pub(crate) registry: Registry,
     pub(crate) tick: Duration,
     pub(crate) linger: Duration,
     pub(crate) draining: Shutdown,
@@ -65,9 +68,9 @@ impl Drop for Serving<'_> {
 }
 
 /// A worker's whole life: serve until the queue is closed and empty.
-pub(crate) fn work(jobs: Receiver<Job>, context: Arc<PoolContext>) {
+pub(crate) fn work(index: usize, jobs: Receiver<Job>, context: Arc<PoolContext>) {
     for (stream, peer) in jobs.iter() {
-        serve(stream, peer, &context);
+        serve(index, stream, peer, &context);
     }
 }
 
@@ -81,19 +84,26 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
     }
 }
 
-fn serve(stream: TcpStream, peer: SocketAddr, context: &PoolContext) {
+fn serve(index: usize, stream: TcpStream, peer: SocketAddr, context: &PoolContext) {
     let _serving = Serving::start(&context.serving);
     if context.is_forced() {
         // Queued but never started before the force: closing it is all that is left.
         Stats::bump(&context.stats.forced);
         return;
     }
+    // Without a registered clone the connection is still served, only not dismissed
+    // early: it notices draining at its next tick instead.
+    let slot = stream
+        .try_clone()
+        .ok()
+        .and_then(|clone| context.registry.attach(index, clone));
     let mut conn = match Connection::new(
         stream,
         peer,
         context.tick,
         context.draining.clone(),
         context.app.clone(),
+        slot,
     ) {
         Ok(conn) => conn,
         Err(err) => {

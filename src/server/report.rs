@@ -45,14 +45,14 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// The process exit code SPEC §3 assigns to a shutdown: 1 when a failure started
-/// it, else 0 / 124 / 130 for a clean / deadline / forced outcome.
+/// The process exit code SPEC §3 assigns to a shutdown: 130 if a second signal
+/// forced it, else 1 if a failure started it, else 124 if the deadline passed, else 0.
 pub fn exit_code(reason: Reason, outcome: Outcome) -> u8 {
-    match (reason, outcome) {
-        (_, Outcome::Forced) => 130,
-        (_, Outcome::Deadline) => 124,
-        (Reason::Error, Outcome::Clean) => 1,
-        (_, Outcome::Clean) => 0,
+    match (outcome, reason) {
+        (Outcome::Forced, _) => 130,
+        (_, Reason::Error) => 1,
+        (Outcome::Deadline, _) => 124,
+        (Outcome::Clean, _) => 0,
     }
 }
 
@@ -135,6 +135,8 @@ mod tests {
         assert_eq!(exit_code(Reason::Error, Outcome::Clean), 1);
         assert_eq!(exit_code(Reason::Signal, Outcome::Deadline), 124);
         assert_eq!(exit_code(Reason::Signal, Outcome::Forced), 130);
+        assert_eq!(exit_code(Reason::Error, Outcome::Deadline), 1);
+        assert_eq!(exit_code(Reason::Error, Outcome::Forced), 130);
     }
 
     #[test]

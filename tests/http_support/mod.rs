@@ -52,21 +52,14 @@ fn pump(
 }
 
 impl Child {
-    /// Starts `lameduck http --addr 127.0.0.1:0` with a short tick and linger plus
-    /// `args`, and waits for its `listening on` line.
+    /// Starts `lameduck http --addr 127.0.0.1:0` with a short linger plus `args`, and
+    /// waits for its `listening on` line. The tick stays at its default (1 s): every
+    /// timeout and drain here must be prompt without a short tick.
     #[track_caller]
     pub fn http(args: &[&str]) -> Child {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lameduck"));
         command
-            .args([
-                "http",
-                "--addr",
-                "127.0.0.1:0",
-                "--tick",
-                "20ms",
-                "--linger",
-                "300ms",
-            ])
+            .args(["http", "--addr", "127.0.0.1:0", "--linger", "300ms"])
             .args(args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())

@@ -50,12 +50,22 @@ pub struct ServerArgs {
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Time kept for cleanup after the drain: hooks and resource closes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub cleanup_timeout: Duration,
+
+    /// The whole shutdown budget, from the signal to the report; when set, the
+    /// drain gets this minus --cleanup-timeout. [default: drain + cleanup timeouts]
+    #[arg(long, value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+
     /// Keep accepting for this long after the signal while reporting "not ready".
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub drain_delay: Duration,
 
-    /// How often a worker blocked on a quiet client checks for shutdown.
-    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    /// Longest a worker blocks in one read or write in the middle of a request
+    /// before it checks for shutdown (idle clients are told goodbye at once).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub tick: Duration,
 
     /// Close connections quiet for this long.
@@ -65,6 +75,16 @@ pub struct ServerArgs {
     /// How long a graceful close waits for the client to close its side.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub linger: Duration,
+}
+
+impl ServerArgs {
+    /// The overall shutdown budget and the part of it kept for cleanup.
+    pub fn budget(&self) -> (Duration, Duration) {
+        let budget = self
+            .shutdown_timeout
+            .unwrap_or(self.drain_timeout.saturating_add(self.cleanup_timeout));
+        (budget, self.cleanup_timeout.min(budget))
+    }
 }
 
 #[derive(Debug, Args)]

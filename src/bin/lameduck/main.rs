@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use lameduck::protocol::echo::Echo;
 use lameduck::protocol::http::{Hello, Http};
-use lameduck::{signals, ServerBuilder, Shutdown};
+use lameduck::{signals, Lifecycle, ServerBuilder, Shutdown};
 
 use cli::{Cli, Command, ServerArgs};
 
@@ -48,29 +48,39 @@ fn one_line(err: &dyn Error) -> String {
     text
 }
 
-fn builder(args: &ServerArgs) -> ServerBuilder {
+fn builder(args: &ServerArgs, life: &Lifecycle) -> ServerBuilder {
     lameduck::Server::builder()
         .addr(args.addr)
         .workers(args.workers as usize)
         .queue(args.queue)
         .backlog(args.backlog)
         .tick(args.tick)
-        .drain_timeout(args.drain_timeout)
+        .drain_timeout(life.drain_timeout())
         .drain_delay(args.drain_delay)
         .linger(args.linger)
 }
 
+/// The whole run: signals, the lifecycle, the server, and the report. Every
+/// shutdown takes one path: signal → drain → tasks → hooks → resources → report.
 fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     let shutdown = Shutdown::new();
     // Before `listening on`: a signal sent right after that line must be graceful.
     signals::install(&shutdown)?;
-    let server = match cli.command {
+    let server_args = match &cli.command {
+        Command::Echo(args) => &args.server,
+        Command::Http(args) => &args.server,
+    };
+    let (budget, cleanup) = server_args.budget();
+    let life = Lifecycle::new(&shutdown)
+        .with_budget(budget)
+        .with_cleanup_reserve(cleanup);
+    let server = match &cli.command {
         Command::Echo(args) => {
             let echo = Echo::new()
                 .max_line(args.max_line)
                 .idle_timeout(args.server.idle_timeout)
                 .goodbye(&args.goodbye);
-            builder(&args.server).start(echo, &shutdown)?
+            builder(&args.server, &life).start(echo, &shutdown)?
         }
         Command::Http(args) => {
             let http = Http::new(Hello::new().work_delay(args.work_delay))
@@ -80,7 +90,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
                 .header_timeout(args.header_timeout)
                 .body_timeout(args.body_timeout)
                 .idle_timeout(args.server.idle_timeout);
-            builder(&args.server).start(http, &shutdown)?
+            builder(&args.server, &life).start(http, &shutdown)?
         }
     };
     let mut stdout = std::io::stdout().lock();
@@ -88,11 +98,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     stdout.flush()?;
     drop(stdout);
 
-    let report = server.join();
-    let total = shutdown
-        .triggered_at()
-        .map(|at| at.elapsed().as_millis())
-        .unwrap_or_default();
-    println!("stopped {report} total_ms={total}");
+    let report = life.serve(server);
+    println!("{report}");
     Ok(report.exit_code())
 }

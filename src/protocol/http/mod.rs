@@ -250,13 +250,27 @@ impl<S: Service> Session<'_, S> {
                 parse = self.buf[before..].contains(&b'\n');
                 continue;
             }
-            match conn.read(&mut self.chunk)? {
+            // Reads wake by the deadline that applies, whatever the tick.
+            let deadline = match head_started {
+                Some(started) => Some(started + self.http.header_timeout),
+                None => Some(idle_since + self.http.idle_timeout),
+            };
+            conn.set_deadline(deadline);
+            // Between requests the wait is idle, so a drain can dismiss it at once;
+            // once a head has begun, it is a request in progress.
+            let received = if self.buf.is_empty() {
+                conn.read_request(&mut self.chunk)?
+            } else {
+                conn.read(&mut self.chunk)?
+            };
+            match received {
                 Received::Data(n) => {
                     parse = self.chunk[..n].contains(&b'\n');
                     self.buf.extend_from_slice(&self.chunk[..n]);
                 }
-                // A client that leaves mid-head has given up on its request.
-                Received::Eof => return Ok(HeadRead::Done),
+                // A client that leaves mid-head has given up on its request; a
+                // dismissed one was closed by the server on our behalf.
+                Received::Eof | Received::Dismissed => return Ok(HeadRead::Done),
                 Received::Quiet => {
                     parse = false;
                     if self.buf.is_empty()
@@ -296,9 +310,10 @@ impl<S: Service> Session<'_, S> {
                 )));
             }
             // The request is in flight: it is finished even while draining.
+            conn.set_deadline(Some(deadline));
             match conn.read(&mut self.chunk)? {
                 Received::Data(n) => self.buf.extend_from_slice(&self.chunk[..n]),
-                Received::Eof => {
+                Received::Eof | Received::Dismissed => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "client closed mid-body",

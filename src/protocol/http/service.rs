@@ -33,11 +33,11 @@ where
 /// What a service may know about the connection it answers on.
 #[derive(Debug)]
 pub struct Context<'a> {
-    conn: &'a Connection,
+    conn: &'a Connection<'a>,
 }
 
 impl<'a> Context<'a> {
-    pub(crate) fn new(conn: &'a Connection) -> Context<'a> {
+    pub(crate) fn new(conn: &'a Connection<'a>) -> Context<'a> {
         Context { conn }
     }
 

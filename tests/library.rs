@@ -1,0 +1,84 @@
+//! The library as an embedding program uses it: a custom handler, a programmatic
+//! trigger, and the report from `join`.
+
+mod support;
+
+use std::io;
+
+use lameduck::{Connection, Handler, Outcome, Reason, Received, Server, Shutdown};
+use support::{Client, End};
+
+/// Echoes raw bytes back, and panics when a client sends `boom`.
+struct Fragile;
+
+impl Handler for Fragile {
+    fn handle(&self, conn: &mut Connection) -> io::Result<()> {
+        let mut buf = [0u8; 1024];
+        loop {
+            if conn.is_draining() {
+                return conn.write_all(b"bye\n");
+            }
+            match conn.read(&mut buf)? {
+                Received::Data(n) if buf[..n].starts_with(b"boom") => panic!("asked to"),
+                Received::Data(n) => conn.write_all(&buf[..n])?,
+                Received::Eof => return Ok(()),
+                Received::Quiet | Received::Dismissed => {}
+            }
+        }
+    }
+
+    fn busy_reply(&self) -> &[u8] {
+        b"busy\n"
+    }
+}
+
+#[test]
+fn a_panicking_handler_closes_its_connection_and_the_worker_lives_on() {
+    let shutdown = Shutdown::new();
+    let server = Server::builder()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .start(Fragile, &shutdown)
+        .unwrap();
+    let addr = server.local_addr();
+
+    let mut victim = Client::connect(addr);
+    victim.send(b"boom\n").unwrap();
+    let (rest, _end) = victim.rest();
+    assert!(rest.is_empty(), "a panicked handler sends nothing more");
+
+    // The pool has one worker: if the panic had killed it, nobody would answer.
+    let mut next = Client::connect(addr);
+    next.send(b"ping\n").unwrap();
+    assert_eq!(next.expect_line(), "ping\n");
+
+    server.trigger();
+    let (rest, end) = next.rest();
+    assert_eq!(rest, b"bye\n");
+    assert_eq!(end, End::Eof);
+    let report = server.join();
+    assert_eq!(report.panics, 1);
+    assert_eq!(report.reason, Reason::Trigger);
+    assert_eq!(report.outcome, Outcome::Clean);
+    assert_eq!(report.drained, 1);
+    assert_eq!(report.accepted, 2);
+    assert!(report.detached.is_empty());
+}
+
+#[test]
+fn force_cuts_the_drain_short() {
+    let shutdown = Shutdown::new();
+    let server = Server::builder()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .tick(std::time::Duration::from_millis(20))
+        .start(Fragile, &shutdown)
+        .unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"x").unwrap();
+    assert_eq!(client.stream().peek(&mut [0u8; 1]).unwrap(), 1);
+    shutdown.force();
+    let report = server.join();
+    assert_eq!(report.outcome, Outcome::Forced);
+    assert_eq!(report.exit_code(), 130);
+}

@@ -1,0 +1,327 @@
+//! Test support: the real binary as a child process, real signals, and clients that
+//! wait for events with deadlines — never for a fixed time.
+#![allow(dead_code)]
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+/// Generous bound for anything that should take milliseconds: CI machines are slow
+/// and shared, and a deadline only costs time when a test is failing anyway.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// The `lameduck` binary cargo built for these tests.
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_lameduck"))
+}
+
+/// An example binary built by `cargo test` beside the main one.
+pub fn example(name: &str) -> PathBuf {
+    let path = binary()
+        .parent()
+        .map(|dir| dir.join("examples").join(name))
+        .unwrap_or_default();
+    assert!(
+        path.exists(),
+        "example {name} not built at {}: run through `cargo test`, which builds examples",
+        path.display()
+    );
+    path
+}
+
+/// A child process whose stdout and stderr lines arrive on channels, killed by PID
+/// when dropped.
+pub struct Process {
+    pid: u32,
+    exited: Receiver<ExitStatus>,
+    stdout: Receiver<String>,
+    stderr: Receiver<String>,
+    stdout_seen: Vec<String>,
+    stderr_seen: Arc<Mutex<Vec<String>>>,
+    status: Option<ExitStatus>,
+}
+
+fn pump(
+    stream: impl Read + Send + 'static,
+    name: &str,
+    copy: Option<Arc<Mutex<Vec<String>>>>,
+) -> Receiver<String> {
+    let (tx, rx) = crossbeam_channel::unbounded();
+    thread::Builder::new()
+        .name(format!("test-pump-{name}"))
+        .spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                if let Some(copy) = &copy {
+                    copy.lock().unwrap().push(line.clone());
+                }
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        })
+        .expect("spawn pump thread");
+    rx
+}
+
+impl Process {
+    /// Starts `program` with `args`, `RUST_LOG=info` unless the caller set it.
+    pub fn spawn(program: &Path, args: &[&str]) -> Process {
+        Process::spawn_with_env(program, args, &[])
+    }
+
+    pub fn spawn_with_env(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("RUST_LOG", "info")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", program.display()));
+        let stderr_seen = Arc::new(Mutex::new(Vec::new()));
+        let stdout = pump(child.stdout.take().expect("piped stdout"), "stdout", None);
+        let stderr = pump(
+            child.stderr.take().expect("piped stderr"),
+            "stderr",
+            Some(Arc::clone(&stderr_seen)),
+        );
+        let pid = child.id();
+        // A thread owns the child and reports its exit: waiting for the exit is then
+        // a channel receive with a deadline, and Drop kills by PID.
+        let (exited_tx, exited) = crossbeam_channel::bounded(1);
+        thread::Builder::new()
+            .name("test-reaper".into())
+            .spawn(move || {
+                if let Ok(status) = child.wait() {
+                    let _ = exited_tx.send(status);
+                }
+            })
+            .expect("spawn reaper thread");
+        Process {
+            pid,
+            exited,
+            stdout,
+            stderr,
+            stdout_seen: Vec::new(),
+            stderr_seen,
+            status: None,
+        }
+    }
+
+    /// Starts `lameduck` with `args` and waits for its `listening on` line.
+    pub fn server(args: &[&str]) -> (Process, SocketAddr) {
+        let mut process = Process::spawn(&binary(), args);
+        let addr = process.listening_addr();
+        (process, addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Everything printed so far, for failure messages.
+    pub fn dump(&self) -> String {
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            self.stdout_seen.join("\n"),
+            self.stderr_seen.lock().unwrap().join("\n")
+        )
+    }
+
+    /// The next stdout line, within `PATIENCE`.
+    #[track_caller]
+    pub fn stdout_line(&mut self) -> Option<String> {
+        match self.stdout.recv_timeout(PATIENCE) {
+            Ok(line) => {
+                self.stdout_seen.push(line.clone());
+                Some(line)
+            }
+            Err(RecvTimeoutError::Disconnected) => None,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("no stdout line within {PATIENCE:?}\n{}", self.dump())
+            }
+        }
+    }
+
+    #[track_caller]
+    pub fn listening_addr(&mut self) -> SocketAddr {
+        let line = self
+            .stdout_line()
+            .unwrap_or_else(|| panic!("exited before `listening on`\n{}", self.dump()));
+        let addr = line
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("first stdout line is {line:?}\n{}", self.dump()));
+        addr.parse()
+            .unwrap_or_else(|err| panic!("bad address {addr:?}: {err}"))
+    }
+
+    /// Waits for a stderr line containing `needle`, within `PATIENCE`.
+    #[track_caller]
+    pub fn wait_stderr(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.stderr.recv_deadline(deadline) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no stderr line containing {needle:?}\n{}", self.dump()),
+            }
+        }
+    }
+
+    /// Sends a real signal by PID (`TERM`, `INT`, `HUP`, ...).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {} failed", self.pid());
+    }
+
+    /// Reads stdout to its end (the process closing it), then waits for the exit.
+    /// Returns the exit status and the last stdout line.
+    #[track_caller]
+    pub fn finish(&mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.stdout.recv_deadline(deadline) {
+                Ok(line) => self.stdout_seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("process did not exit within {PATIENCE:?}\n{}", self.dump())
+                }
+            }
+        }
+        let status = self.wait_exit(deadline);
+        let last = self.stdout_seen.last().cloned().unwrap_or_default();
+        (status, last)
+    }
+
+    #[track_caller]
+    fn wait_exit(&mut self, deadline: Instant) -> ExitStatus {
+        match self.exited.recv_deadline(deadline) {
+            Ok(status) => {
+                self.status = Some(status);
+                status
+            }
+            Err(_) => panic!("process did not exit in time\n{}", self.dump()),
+        }
+    }
+
+    /// The whole stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr_seen.lock().unwrap().join("\n")
+    }
+
+    /// Peak resident memory of the running process, in KiB (Linux).
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.status.is_none() && self.exited.try_recv().is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &self.pid.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Parses `key=value` fields of a report line.
+pub fn field<'a>(report: &'a str, key: &str) -> &'a str {
+    report
+        .split_whitespace()
+        .find_map(|pair| {
+            pair.strip_prefix(key)
+                .and_then(|rest| rest.strip_prefix('='))
+        })
+        .unwrap_or_else(|| panic!("report {report:?} has no {key}="))
+}
+
+pub fn field_num(report: &str, key: &str) -> u64 {
+    field(report, key)
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} in {report:?} is not a number"))
+}
+
+/// A line-oriented client with deadlines on every read.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+/// How a connection ended, as the client saw it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    Eof,
+    Reset,
+}
+
+impl Client {
+    #[track_caller]
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap_or_else(|err| panic!("connect {addr}: {err}"));
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        stream.set_write_timeout(Some(PATIENCE)).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    pub fn stream(&self) -> &TcpStream {
+        self.reader.get_ref()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
+    }
+
+    /// The next line with its `\r\n`, as bytes; `Ok(None)` at EOF.
+    pub fn line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line)? {
+            0 => Ok(None),
+            _ => Ok(Some(line)),
+        }
+    }
+
+    /// The next line as text, panicking on EOF, error or timeout.
+    #[track_caller]
+    pub fn expect_line(&mut self) -> String {
+        match self.line() {
+            Ok(Some(line)) => String::from_utf8_lossy(&line).into_owned(),
+            Ok(None) => panic!("EOF where a line was expected"),
+            Err(err) => panic!("error where a line was expected: {err}"),
+        }
+    }
+
+    /// Reads until the server closes; everything read, and how it ended.
+    pub fn rest(&mut self) -> (Vec<u8>, End) {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => (rest, End::Eof),
+            Err(err) if err.kind() == io::ErrorKind::ConnectionReset => (rest, End::Reset),
+            Err(err) => panic!("reading to the end: {err} (after {rest:?})"),
+        }
+    }
+}
+
+pub const GOODBYE: &str = "Server is shutting down. Goodbye!\r\n";
