@@ -10,6 +10,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,15 +58,22 @@ impl Child {
     /// timeout and drain here must be prompt without a short tick.
     #[track_caller]
     pub fn http(args: &[&str]) -> Child {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_lameduck"));
+        let mut full = vec!["http", "--addr", "127.0.0.1:0", "--linger", "300ms"];
+        full.extend_from_slice(args);
+        Child::spawn(Path::new(env!("CARGO_BIN_EXE_lameduck")), &full)
+    }
+
+    /// Starts `program` with `args` and waits for its `listening on` line.
+    #[track_caller]
+    pub fn spawn(program: &Path, args: &[&str]) -> Child {
+        let mut command = Command::new(program);
         command
-            .args(["http", "--addr", "127.0.0.1:0", "--linger", "300ms"])
             .args(args)
             .env("RUST_LOG", "debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = command.spawn().expect("spawn lameduck");
+        let mut child = command.spawn().expect("spawn the server");
         let pid = child.id();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let stdout = pump(child.stdout.take().expect("stdout"), "stdout", seen.clone());
@@ -188,6 +196,21 @@ impl Drop for Child {
             eprintln!("---- end of output ----");
         }
     }
+}
+
+/// The path of example `name`, which `cargo test` builds beside the binary.
+#[track_caller]
+pub fn example(name: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_lameduck"))
+        .parent()
+        .map(|dir| dir.join("examples").join(name))
+        .unwrap_or_default();
+    assert!(
+        path.exists(),
+        "example {name} not built at {}: run through `cargo test`, which builds examples",
+        path.display()
+    );
+    path
 }
 
 /// A raw client connection with a read deadline.
