@@ -308,3 +308,42 @@ fn curl_speaks_to_it_when_installed() {
     server.signal("INT");
     server.assert_clean_exit();
 }
+
+#[test]
+fn a_second_signal_cuts_work_short_and_exits_130() {
+    let mut server = Child::http(&["--work-delay", "20s"]);
+    let mut client = connect(server.addr);
+    send(&mut client, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut client, false).status, 200);
+    send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let started = Instant::now();
+    server.signal("TERM");
+    server.wait_log("stopped accepting");
+    server.signal("TERM");
+    let (code, lines) = server.wait_exit();
+    assert_eq!(code, Some(130), "{lines:?}");
+    let report = lines.last().cloned().unwrap_or_default();
+    assert!(report.contains("outcome=forced"), "{report}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the work was cut short"
+    );
+}
+
+#[test]
+fn work_past_the_drain_deadline_is_forced_and_exits_124() {
+    let mut server = Child::http(&["--work-delay", "20s", "--drain-timeout", "300ms"]);
+    let mut client = connect(server.addr);
+    send(&mut client, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut client, false).status, 200);
+    send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let started = Instant::now();
+    server.signal("TERM");
+    let (code, lines) = server.wait_exit();
+    assert_eq!(code, Some(124), "{lines:?}");
+    let report = lines.last().cloned().unwrap_or_default();
+    assert!(report.contains("outcome=deadline"), "{report}");
+    assert!(report.contains(" forced=1 "), "{report}");
+    assert!(report.contains(" detached_threads=0 "), "{report}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

@@ -5,15 +5,19 @@
 //! (within the header limits and the header timeout), read its body (within
 //! `max_body` and the body timeout), call the service, write the response, and keep
 //! any bytes after the request for the next one — pipelined requests are answered in
-//! order. Every read waits at most one tick, which is when timeouts and draining are
-//! noticed.
+//! order. Between requests the worker waits with [`Connection::read_request`], which
+//! a drain interrupts at once; inside a request every read waits at most one tick,
+//! and each wait also ends at the deadline of the timeout that applies (header, body
+//! or idle), so timeouts fire on time whatever the tick.
 //!
 //! Draining (SPEC §2.3): a request whose head has arrived is finished; before the
 //! last response goes out, one non-blocking read collects what the client already
 //! sent, every complete request in hand is answered, and the last response carries
-//! `Connection: close`. An idle keep-alive connection is closed within a tick. A
-//! request cut off by the goodbye (its head incomplete) is left unanswered, as SPEC
-//! §2.3 allows; the server's graceful close then keeps it from becoming a reset.
+//! `Connection: close`. An idle keep-alive connection is dismissed by the server as
+//! soon as draining begins (an HTTP goodbye is just the close). A request cut off by
+//! the goodbye (its head incomplete, or sent as the idle connection was dismissed)
+//! is left unanswered, as SPEC §2.3 allows; the graceful close keeps it from becoming
+//! a reset, and a client retries it elsewhere.
 //!
 //! Memory is bounded per connection by the head limit plus one read, the body limit,
 //! and the response the service returns.

@@ -13,6 +13,9 @@ use super::response::Response;
 use crate::server::Connection;
 use crate::shutdown::Shutdown;
 
+/// How late [`Context::work_for`] may notice a force at the drain deadline.
+const FORCE_CHECK: Duration = Duration::from_millis(50);
+
 /// Answers requests. Called on a worker thread, once per request, with the body
 /// already read; the built-in routes of `lameduck http` are one implementation
 /// ([`Hello`](super::Hello)), and any `Fn(&Request, &Context) -> Response` is another.
@@ -81,9 +84,10 @@ impl<'a> Context<'a> {
             if now >= until {
                 return true;
             }
-            // Waiting on the app token wakes at once on a second signal; the tick
-            // bounds how late the server's own force (the drain deadline) is seen.
-            let step = (until - now).min(self.conn.tick());
+            // Waiting on the app token wakes at once on a second signal. The server's
+            // own force (the drain deadline) is on a token a connection does not
+            // expose for waiting, so it is checked at least every FORCE_CHECK.
+            let step = (until - now).min(self.conn.tick()).min(FORCE_CHECK);
             if self.conn.app_shutdown().wait_forced_deadline(now + step) {
                 return false;
             }
