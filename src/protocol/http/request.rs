@@ -274,14 +274,15 @@ pub fn parse_head(input: &[u8], limits: &Limits) -> Result<Parsed, RequestError>
     ))
 }
 
-/// Whether the request line ends in a well-formed `HTTP/d.d` other than 1.x: 505 is
-/// for a client speaking another version, not for bytes that are not HTTP at all.
+/// Whether the request line's version names HTTP with a digit for its major version
+/// (`HTTP/2.0`, `HTTP/1.2`): 505 is for a client speaking another version, not for
+/// bytes that are not HTTP at all. httparse reports the version error at the first
+/// byte it rejects, so this looks no further than that byte can be: the answer is
+/// the same however the head was split across reads.
 fn names_another_version(input: &[u8]) -> bool {
     let line = input.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
-    matches!(version, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
-        if major.is_ascii_digit() && minor.is_ascii_digit())
+    let version = line.split(|&b| b == b' ').nth(2).unwrap_or_default();
+    version.len() >= 6 && version.starts_with(b"HTTP/") && version[5].is_ascii_digit()
 }
 
 /// RFC 9112 §6.3: how the body is delimited, refusing every ambiguous case.
