@@ -33,6 +33,7 @@ mod service;
 mod tests;
 
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 pub use body::{BodyDecoder, Fed, MAX_SIZE_LINE};
@@ -182,9 +183,24 @@ impl<S: Service> Session<'_, S> {
                 conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
             }
             if let Err(err) = self.read_body(conn, framing, &mut request)? {
-                return self.refuse(conn, &err);
+                return self.refuse(conn, &err, request.is_head());
             }
-            let response = self.http.service.call(&request, &Context::new(conn));
+            // AssertUnwindSafe: the request and the connection are only lent to the
+            // service by shared reference and dropped unused after a panic; the
+            // service's own state is its concern, as for any `Sync` handler.
+            let called = panic::catch_unwind(AssertUnwindSafe(|| {
+                self.http.service.call(&request, &Context::new(conn))
+            }));
+            let response = match called {
+                Ok(response) => response,
+                Err(payload) => {
+                    // The client gets a 500 instead of a dropped connection; the
+                    // panic then goes on to the server, which counts and logs it.
+                    let err = RequestError::new(Status::INTERNAL_ERROR, "the service failed");
+                    let _ = self.refuse(conn, &err, request.is_head());
+                    panic::resume_unwind(payload);
+                }
+            };
             let mut persist = keep_alive && !response.close;
             if persist && conn.is_draining() {
                 // The goodbye: this is the last response unless the client already
@@ -229,7 +245,7 @@ impl<S: Service> Session<'_, S> {
                     }
                     Ok(Parsed::Partial) => {}
                     Err(err) => {
-                        self.refuse(conn, &err)?;
+                        self.refuse(conn, &err, false)?;
                         return Ok(HeadRead::Done);
                     }
                 }
@@ -240,7 +256,7 @@ impl<S: Service> Session<'_, S> {
                         return Ok(HeadRead::Done);
                     }
                     let err = RequestError::new(Status::REQUEST_TIMEOUT, "request head too slow");
-                    self.refuse(conn, &err)?;
+                    self.refuse(conn, &err, false)?;
                     return Ok(HeadRead::Done);
                 }
             }
@@ -358,11 +374,17 @@ impl<S: Service> Session<'_, S> {
     }
 
     /// Answers a request that cannot be served with its error status, and closes.
-    fn refuse(&mut self, conn: &mut Connection, err: &RequestError) -> io::Result<()> {
+    /// `head_only` when the request is known to be a HEAD (its head was parsed).
+    fn refuse(
+        &mut self,
+        conn: &mut Connection,
+        err: &RequestError,
+        head_only: bool,
+    ) -> io::Result<()> {
         log::debug!("{}: {err}", conn.peer_addr());
         let response = Response::text(err.status, format!("{}\n", err.detail));
         self.out.clear();
-        write_response(&response, false, Persist::Close, &mut self.out);
+        write_response(&response, head_only, Persist::Close, &mut self.out);
         conn.write_all(&self.out)
     }
 }

@@ -277,3 +277,32 @@ fn drain_answers_requests_already_sent_then_closes() {
         "closed within ticks"
     );
 }
+
+#[test]
+fn a_panicking_service_answers_500_and_the_server_counts_it() {
+    let server = Running::start(Http::new(|req: &Request, _: &Context<'_>| {
+        if req.path() == "/boom" {
+            panic!("boom");
+        }
+        Response::text(Status::OK, "fine")
+    }));
+    let mut client = server.connect();
+    client
+        .get_mut()
+        .write_all(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut client, false);
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eof(&mut client);
+    let mut other = server.connect();
+    other
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut other, false).body,
+        b"fine",
+        "the worker lives on"
+    );
+}
