@@ -58,6 +58,11 @@ pub mod shutdown;
 pub mod signals;
 pub mod supervisor;
 
+/// The README's code compiles: its library example is checked as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use handler::Handler;
 pub use lifecycle::{DrainSummary, Lifecycle, StartupError};
 pub use server::{

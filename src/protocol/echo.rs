@@ -61,6 +61,35 @@ pub enum Framed {
     TooLong,
 }
 
+struct Answered {
+    /// Bytes up to and including the last `\n` answered.
+    consumed: usize,
+    framed: Framed,
+}
+
+/// Answers every complete line in `buf`, searching for newlines from `from` (the
+/// bytes before it are known to hold none).
+fn answer_lines(buf: &[u8], from: usize, max_line: usize, out: &mut Vec<u8>) -> Answered {
+    let mut start = 0;
+    let mut from = from;
+    while let Some(offset) = buf[from..].iter().position(|&b| b == b'\n') {
+        let end = from + offset;
+        if end - start > max_line {
+            return Answered {
+                consumed: start,
+                framed: Framed::TooLong,
+            };
+        }
+        reply_to(&buf[start..end], out);
+        start = end + 1;
+        from = start;
+    }
+    Answered {
+        consumed: start,
+        framed: Framed::Ok,
+    }
+}
+
 /// Line framing over a growing buffer: answers each complete line and keeps the
 /// incomplete tail, remembering how far it has been searched so a long line arriving
 /// in many reads is scanned once, not once per read.
@@ -84,24 +113,23 @@ impl Lines {
     /// Appends `bytes`, answers every line they complete into `out`, and checks the
     /// limit: a line (without its `\n`) may be at most `max_line` bytes.
     pub fn feed(&mut self, bytes: &[u8], max_line: usize, out: &mut Vec<u8>) -> Framed {
-        self.pending.extend_from_slice(bytes);
-        let mut start = 0;
-        let mut from = self.searched;
-        while let Some(offset) = self.pending[from..].iter().position(|&b| b == b'\n') {
-            let end = from + offset;
-            if end - start > max_line {
-                return Framed::TooLong;
-            }
-            reply_to(&self.pending[start..end], out);
-            start = end + 1;
-            from = start;
-        }
-        self.pending.drain(..start);
+        let framed = if self.pending.is_empty() {
+            // The usual case, whole lines per read: answer them straight from the
+            // read buffer and keep only the incomplete tail.
+            let answered = answer_lines(bytes, 0, max_line, out);
+            self.pending.extend_from_slice(&bytes[answered.consumed..]);
+            answered.framed
+        } else {
+            self.pending.extend_from_slice(bytes);
+            let answered = answer_lines(&self.pending, self.searched, max_line, out);
+            self.pending.drain(..answered.consumed);
+            answered.framed
+        };
         self.searched = self.pending.len();
-        if self.pending.len() > max_line {
+        if framed == Framed::Ok && self.pending.len() > max_line {
             return Framed::TooLong;
         }
-        Framed::Ok
+        framed
     }
 
     /// Answers the final line a client sent without `\n` before closing, if any.

@@ -22,9 +22,6 @@ use crate::shutdown::Shutdown;
 /// the queue, before refusing the client after all.
 const HANDOFF_WAIT: Duration = Duration::from_millis(100);
 const MIN_POLL: Duration = Duration::from_micros(50);
-/// The longest a connection waits in the backlog before the acceptor looks, when the
-/// server has been idle for a while.
-pub(crate) const MAX_POLL: Duration = Duration::from_millis(10);
 
 pub(crate) struct Acceptor {
     pub(crate) listener: TcpListener,
@@ -33,6 +30,8 @@ pub(crate) struct Acceptor {
     pub(crate) context: Arc<PoolContext>,
     pub(crate) workers: usize,
     pub(crate) drain_delay: Duration,
+    /// The longest wait between two polls of an idle listener.
+    pub(crate) max_poll: Duration,
 }
 
 /// Tells the workers to drain when the acceptor ends, however it ends: if it panicked
@@ -91,7 +90,7 @@ impl Acceptor {
     /// Accepts and dispatches until the token fires, or, with `until`, until that
     /// instant (the readiness delay, cut short only by a force).
     fn accept_until(&self, app: &Shutdown, until: Option<Instant>) {
-        let mut poll = MIN_POLL;
+        let mut poll = MIN_POLL.min(self.max_poll);
         loop {
             match accept_one(&self.listener) {
                 Accepted::One(stream, peer) => {
@@ -109,7 +108,7 @@ impl Acceptor {
             if stop {
                 return;
             }
-            poll = (poll * 2).min(MAX_POLL);
+            poll = (poll * 2).min(self.max_poll);
         }
     }
 

@@ -66,7 +66,14 @@ pub(crate) fn refuse(refused: Receiver<TcpStream>, reply: Vec<u8>, linger: Durat
             Err(RecvTimeoutError::Timeout)
         };
         match next {
-            Ok(stream) => lingering.extend(start(stream, &reply, linger)),
+            Ok(stream) => {
+                lingering.extend(start(stream, &reply, linger));
+                // Under a flood, take every waiting refusal before the next sweep, so
+                // the channel never fills while the sweep walks the list.
+                for stream in refused.try_iter() {
+                    lingering.extend(start(stream, &reply, linger));
+                }
+            }
             Err(RecvTimeoutError::Disconnected) => open = false,
             Err(RecvTimeoutError::Timeout) => {}
         }

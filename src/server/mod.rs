@@ -47,6 +47,7 @@ pub struct ServerBuilder {
     drain_delay: Duration,
     linger: Duration,
     stack_size: Option<usize>,
+    accept_poll: Duration,
 }
 
 impl Default for ServerBuilder {
@@ -61,6 +62,7 @@ impl Default for ServerBuilder {
             drain_delay: Duration::ZERO,
             linger: Duration::from_secs(1),
             stack_size: Some(256 * 1024),
+            accept_poll: Duration::from_millis(10),
         }
     }
 }
@@ -130,6 +132,16 @@ impl ServerBuilder {
         self
     }
 
+    /// The longest the acceptor waits between two polls of an idle listener; it is
+    /// also the longest a client arriving after a quiet spell waits to be accepted.
+    /// After each accept the acceptor polls again within 50 µs and backs off by
+    /// doubling, so back-to-back clients are not delayed. Shorter means snappier
+    /// first connections and more wake-ups of an idle server. Default 10 ms.
+    pub fn accept_poll(mut self, max: Duration) -> Self {
+        self.accept_poll = max.max(Duration::from_micros(10));
+        self
+    }
+
     /// The configured worker count.
     pub fn worker_count(&self) -> usize {
         self.workers
@@ -174,7 +186,7 @@ impl ServerBuilder {
             app: shutdown.clone(),
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(self.queue);
-        let (refused_tx, refused_rx) = crossbeam_channel::bounded(256);
+        let (refused_tx, refused_rx) = crossbeam_channel::bounded(4096);
 
         let mut crew = Crew::new();
         let spawn_error = |name: &str, source| StartError::Spawn {
@@ -208,6 +220,7 @@ impl ServerBuilder {
             context: Arc::clone(&context),
             workers: self.workers,
             drain_delay: self.drain_delay,
+            max_poll: self.accept_poll,
         };
         crew.spawn("lameduck-acceptor".into(), None, move || acceptor.run())
             .map_err(|err| fail(spawn_error("lameduck-acceptor", err)))?;

@@ -91,6 +91,12 @@ impl Registry {
             let Some(stream) = guard.stream.as_ref() else {
                 continue;
             };
+            if !nothing_pending(stream) {
+                // A request (or the client's EOF) already sits in the receive buffer:
+                // the worker is about to wake for it, and it is owed an answer before
+                // any goodbye. The worker sees the drain flag once it has answered.
+                continue;
+            }
             if say_goodbye(stream, goodbye).is_ok() {
                 guard.state = State::Dismissed;
                 dismissed += 1;
@@ -122,6 +128,24 @@ impl Registry {
             }
         }
     }
+}
+
+/// True if the receive buffer is empty right now. The peek must not block, and std
+/// offers no per-call flag, so the socket is nonblocking for the duration; the
+/// worker's read, if it starts meanwhile, returns `WouldBlock`, which it treats as a
+/// quiet tick.
+fn nothing_pending(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return false;
+    }
+    let empty = matches!(
+        stream.peek(&mut [0u8; 1]),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock
+    );
+    // If this fails the worker's reads return `WouldBlock` as quiet ticks until the
+    // drain reaches it another way: degraded, not broken.
+    let _ = stream.set_nonblocking(false);
+    empty
 }
 
 /// Writes `goodbye` only if the socket takes it at once, then sends FIN. The write

@@ -72,6 +72,11 @@ pub struct ServerArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Longest wait between two polls of an idle listener (a client arriving after
+    /// a quiet spell waits up to this; back-to-back clients are not delayed).
+    #[arg(long, default_value = "10ms", value_parser = parse_duration)]
+    pub accept_poll: Duration,
+
     /// How long a graceful close waits for the client to close its side.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub linger: Duration,

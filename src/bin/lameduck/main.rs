@@ -58,6 +58,7 @@ fn builder(args: &ServerArgs, life: &Lifecycle) -> ServerBuilder {
         .drain_timeout(life.drain_timeout())
         .drain_delay(args.drain_delay)
         .linger(args.linger)
+        .accept_poll(args.accept_poll)
 }
 
 /// The whole run: signals, the lifecycle, the server, and the report. Every
