@@ -271,9 +271,10 @@ impl<S: Service> Session<'_, S> {
                 continue;
             }
             // Reads wake by the deadline that applies, whatever the tick.
+            // (A timeout too large to add to an instant is no deadline at all.)
             let deadline = match head_started {
-                Some(started) => Some(started + self.http.header_timeout),
-                None => Some(idle_since + self.http.idle_timeout),
+                Some(started) => started.checked_add(self.http.header_timeout),
+                None => idle_since.checked_add(self.http.idle_timeout),
             };
             conn.set_deadline(deadline);
             // Between requests the wait is idle, so a drain can dismiss it at once;
@@ -313,7 +314,7 @@ impl<S: Service> Session<'_, S> {
         request: &mut Request,
     ) -> io::Result<Result<(), RequestError>> {
         let mut decoder = BodyDecoder::new(framing, self.http.limits);
-        let deadline = Instant::now() + self.http.body_timeout;
+        let deadline = Instant::now().checked_add(self.http.body_timeout);
         loop {
             let fed = match decoder.feed(&self.buf, &mut request.body, &mut request.trailers) {
                 Ok(fed) => fed,
@@ -323,14 +324,14 @@ impl<S: Service> Session<'_, S> {
             if fed.done {
                 return Ok(Ok(()));
             }
-            if Instant::now() >= deadline {
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Ok(Err(RequestError::new(
                     Status::REQUEST_TIMEOUT,
                     "request body too slow",
                 )));
             }
             // The request is in flight: it is finished even while draining.
-            conn.set_deadline(Some(deadline));
+            conn.set_deadline(deadline);
             match conn.read(&mut self.chunk)? {
                 Received::Data(n) => self.buf.extend_from_slice(&self.chunk[..n]),
                 Received::Eof | Received::Dismissed => {

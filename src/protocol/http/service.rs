@@ -75,19 +75,21 @@ impl<'a> Context<'a> {
     /// Stands for `duration` of work that a drain lets finish but a force cuts
     /// short. Returns false if it was cut short.
     pub fn work_for(&self, duration: Duration) -> bool {
-        let until = Instant::now() + duration;
+        // A duration too large to add to an instant lasts until a force.
+        let until = Instant::now().checked_add(duration);
         loop {
             if self.conn.is_forced() {
                 return false;
             }
             let now = Instant::now();
-            if now >= until {
+            if until.is_some_and(|until| now >= until) {
                 return true;
             }
             // Waiting on the app token wakes at once on a second signal. The server's
             // own force (the drain deadline) is on a token a connection does not
             // expose for waiting, so it is checked at least every FORCE_CHECK.
-            let step = (until - now).min(self.conn.tick()).min(FORCE_CHECK);
+            let left = until.map_or(FORCE_CHECK, |until| until - now);
+            let step = left.min(self.conn.tick()).min(FORCE_CHECK);
             if self.conn.app_shutdown().wait_forced_deadline(now + step) {
                 return false;
             }
