@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// The echo server: each line comes back as `Echo: <line>`.
     Echo(EchoArgs),
+    /// The web-server template: `GET /` says hello, `GET /healthz` reports readiness.
+    Http(HttpArgs),
 }
 
 /// Options every server shares.
@@ -102,6 +104,37 @@ pub struct EchoArgs {
     /// The line sent to each client on shutdown (the server adds \r\n).
     #[arg(long, default_value = lameduck::protocol::echo::DEFAULT_GOODBYE)]
     pub goodbye: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// Simulated work before `GET /` answers (a drain lets it finish).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub work_delay: Duration,
+
+    /// Largest request body accepted, decoded (suffixes: KiB, MiB, KB, MB); 413 beyond.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub max_body: usize,
+
+    /// How long a client may take to send a request head (first request: from the
+    /// connection's start; later ones: from their first byte); 408 after.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// How long a client may take to send a request body after its head; 408 after.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+
+    /// Most header fields in a request; 431 beyond.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_headers: u32,
+
+    /// Most bytes in a request head (suffixes as for --max-body); 431 beyond.
+    #[arg(long, default_value = "16KiB", value_parser = parse_size)]
+    pub max_head_bytes: usize,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use lameduck::protocol::echo::Echo;
+use lameduck::protocol::http::{Hello, Http};
 use lameduck::{signals, Lifecycle, ServerBuilder, Shutdown};
 
 use cli::{Cli, Command, ServerArgs};
@@ -66,16 +67,33 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     let shutdown = Shutdown::new();
     // Before `listening on`: a signal sent right after that line must be graceful.
     signals::install(&shutdown)?;
-    let Command::Echo(args) = cli.command;
-    let (budget, cleanup) = args.server.budget();
+    let server_args = match &cli.command {
+        Command::Echo(args) => &args.server,
+        Command::Http(args) => &args.server,
+    };
+    let (budget, cleanup) = server_args.budget();
     let life = Lifecycle::new(&shutdown)
         .with_budget(budget)
         .with_cleanup_reserve(cleanup);
-    let echo = Echo::new()
-        .max_line(args.max_line)
-        .idle_timeout(args.server.idle_timeout)
-        .goodbye(&args.goodbye);
-    let server = builder(&args.server, &life).start(echo, &shutdown)?;
+    let server = match &cli.command {
+        Command::Echo(args) => {
+            let echo = Echo::new()
+                .max_line(args.max_line)
+                .idle_timeout(args.server.idle_timeout)
+                .goodbye(&args.goodbye);
+            builder(&args.server, &life).start(echo, &shutdown)?
+        }
+        Command::Http(args) => {
+            let http = Http::new(Hello::new().work_delay(args.work_delay))
+                .max_body(args.max_body)
+                .max_headers(args.max_headers as usize)
+                .max_head_bytes(args.max_head_bytes)
+                .header_timeout(args.header_timeout)
+                .body_timeout(args.body_timeout)
+                .idle_timeout(args.server.idle_timeout);
+            builder(&args.server, &life).start(http, &shutdown)?
+        }
+    };
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on {}", server.local_addr())?;
     stdout.flush()?;

@@ -1,0 +1,301 @@
+//! Threads against tasks on one workload: `GET /` with keep-alive, served by
+//! `lameduck http` (a fixed pool of blocking threads) and by tokio + hyper (an
+//! async runtime), loaded by `wrk` in the same run, then one shutdown scenario:
+//! SIGTERM with 100 idle keep-alive connections open, timed to the process's exit.
+//!
+//! Run: `cargo bench --bench http_vs_hyper` (about a minute), or
+//! `cargo bench --bench http_vs_hyper -- --quick` for a few seconds' smoke run.
+//! Without `wrk` the throughput part is skipped with a message.
+//!
+//! Each contender runs as its own process: lameduck is the real binary, hyper is this
+//! bench re-executed with `--serve-hyper`, so neither shares a runtime, an allocator
+//! arena or a scheduler with the load generator's bookkeeping. On a small machine the
+//! load generator competes with the server for cores; it does so equally for both.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// What every contender answers on `GET /`.
+const HELLO: &str = "Hello, World!";
+const WAIT: Duration = Duration::from_secs(10);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--serve-hyper") {
+        hyper_server::serve();
+        return;
+    }
+    // `cargo bench` passes `--bench`; `cargo test --benches` would pass nothing we
+    // know, and gets the quick run.
+    let quick = args.iter().any(|a| a == "--quick") || !args.iter().any(|a| a == "--bench");
+    let duration = if quick { "1s" } else { "10s" };
+
+    println!("# http_vs_hyper: GET / with keep-alive, wrk -d{duration}");
+    println!(
+        "# machine: {} cores; lameduck {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        commit()
+    );
+    match Command::new("wrk").arg("--version").output() {
+        Ok(_) => throughput(duration),
+        Err(_) => println!("wrk not installed (apt-get install -y wrk): throughput skipped"),
+    }
+    for contender in [Contender::Lameduck, Contender::Hyper] {
+        idle_shutdown(contender, 100);
+    }
+}
+
+fn commit() -> String {
+    Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map_or_else(
+            || "unknown commit".into(),
+            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
+        )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Lameduck,
+    Hyper,
+}
+
+/// A server process, killed by PID if it is still running when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(contender: Contender) -> Server {
+        let mut command = match contender {
+            Contender::Lameduck => {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_lameduck"));
+                c.args(["http", "--addr", "127.0.0.1:0", "--workers", "128"]);
+                c.env("RUST_LOG", "warn");
+                c
+            }
+            Contender::Hyper => {
+                let mut c = Command::new(std::env::current_exe().expect("own path"));
+                c.arg("--serve-hyper");
+                c
+            }
+        };
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start a server");
+        let stdout = child.stdout.take().expect("stdout");
+        // The first line names the address; read it on a thread so a hung server
+        // fails the bench at the deadline instead of blocking it.
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let _ = tx.send(line);
+            // Keep draining so the server never blocks on a full pipe.
+            let _ = std::io::copy(&mut reader, &mut std::io::sink());
+        });
+        let line = rx
+            .recv_timeout(WAIT)
+            .expect("a `listening on` line in time");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .parse()
+            .expect("an address");
+        Server { child, addr }
+    }
+
+    fn signal(&self, name: &str) {
+        let _ = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status();
+    }
+
+    /// Waits for the exit against a deadline; None if it did not come.
+    fn wait_exit(&mut self, deadline: Instant) -> Option<std::process::ExitStatus> {
+        // `Child` has no wait with a timeout; a waiter thread would need to own the
+        // child, so this polls `try_wait` at a fine grain, which is what the timing
+        // resolution of this measurement needs anyway.
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.signal("KILL");
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn get_once(addr: SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("timeout");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+        .expect("send");
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 512];
+    while !seen.ends_with(HELLO.as_bytes()) {
+        let n = stream.read(&mut chunk).expect("read a response");
+        assert!(n > 0, "closed before the response ended");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    stream
+}
+
+/// Requests per second from one wrk run.
+fn wrk(addr: SocketAddr, connections: usize, duration: &str) -> f64 {
+    let threads = connections.min(2).to_string();
+    let output = Command::new("wrk")
+        .args([
+            "-t",
+            &threads,
+            "-c",
+            &connections.to_string(),
+            "-d",
+            duration,
+            &format!("http://{addr}/"),
+        ])
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&output.stdout);
+    if text.contains("Non-2xx") || text.contains("Socket errors") {
+        println!("  wrk reported errors:\n{text}");
+    }
+    text.lines()
+        .find_map(|line| line.strip_prefix("Requests/sec:"))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no Requests/sec in wrk output:\n{text}"))
+}
+
+fn throughput(duration: &str) {
+    println!("connections  lameduck req/s  hyper req/s  lameduck/hyper");
+    for connections in [16, 64] {
+        let mut rates = Vec::new();
+        for contender in [Contender::Lameduck, Contender::Hyper] {
+            let server = Server::start(contender);
+            drop(get_once(server.addr)); // warm: the server answers before the clock runs
+            rates.push(wrk(server.addr, connections, duration));
+        }
+        println!(
+            "{connections:>11}  {:>14.0}  {:>11.0}  {:>14.2}",
+            rates[0],
+            rates[1],
+            rates[0] / rates[1]
+        );
+    }
+}
+
+/// SIGTERM with `count` idle keep-alive connections: time to exit, and whether every
+/// client saw a clean EOF (no reset). Each client closes as soon as it reads EOF, as
+/// a browser does; a client that ignores the EOF keeps lameduck's graceful close
+/// waiting for the linger (default 1 s) before the socket is let go.
+fn idle_shutdown(contender: Contender, count: usize) {
+    let mut server = Server::start(contender);
+    let readers: Vec<_> = (0..count)
+        .map(|_| {
+            let mut client = get_once(server.addr);
+            std::thread::spawn(move || {
+                let mut rest = Vec::new();
+                client.read_to_end(&mut rest).is_ok() && rest.is_empty()
+            })
+        })
+        .collect();
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let status = server.wait_exit(signalled + WAIT);
+    let exit_ms = signalled.elapsed().as_secs_f64() * 1000.0;
+    let clean = readers
+        .into_iter()
+        .map(|reader| reader.join())
+        .filter(|joined| matches!(joined, Ok(true)))
+        .count();
+    match status {
+        Some(status) => println!(
+            "{contender:?}: SIGTERM with {count} idle keep-alive connections -> exit {} in {exit_ms:.1} ms; {clean}/{count} clients saw a clean EOF",
+            status.code().map_or("by signal".into(), |c| c.to_string()),
+        ),
+        None => println!("{contender:?}: did not exit within {WAIT:?} of SIGTERM"),
+    }
+}
+
+/// The async contender: hyper 1 on a multi-threaded tokio runtime, with hyper-util's
+/// graceful shutdown on SIGTERM (stop accepting, close idle connections, let
+/// requests in flight finish).
+mod hyper_server {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::body::Incoming;
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper::{Request, Response, StatusCode};
+    use hyper_util::rt::TokioIo;
+    use hyper_util::server::graceful::GracefulShutdown;
+    use tokio::net::TcpListener;
+    use tokio::signal::unix::{signal, SignalKind};
+
+    async fn route(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        let response = if req.uri().path() == "/" {
+            Response::builder()
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .body(Full::new(Bytes::from_static(super::HELLO.as_bytes())))
+        } else {
+            Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .body(Full::new(Bytes::from_static(b"not found\n")))
+        };
+        Ok(response.unwrap_or_default())
+    }
+
+    pub fn serve() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime");
+        runtime.block_on(async {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            println!("listening on {}", listener.local_addr().expect("address"));
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let graceful = GracefulShutdown::new();
+            loop {
+                tokio::select! {
+                    accepted = listener.accept() => {
+                        let Ok((stream, _)) = accepted else { continue };
+                        let _ = stream.set_nodelay(true);
+                        let conn = http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service_fn(route));
+                        let conn = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            let _ = conn.await;
+                        });
+                    }
+                    _ = term.recv() => break,
+                }
+            }
+            drop(listener);
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_secs(30), graceful.shutdown()).await;
+        });
+    }
+}

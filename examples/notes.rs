@@ -1,0 +1,258 @@
+//! A small HTTP service over SQLite: the tutorial's web-server template with its
+//! database section done properly.
+//!
+//! ```text
+//! cargo run --example notes -- --db notes.sqlite
+//! curl -d 'buy milk' http://127.0.0.1:8080/notes      # 201, body: the new id
+//! curl http://127.0.0.1:8080/notes/1                  # the note
+//! curl http://127.0.0.1:8080/notes                    # how many notes
+//! ```
+//!
+//! The database opens in a startup hook (a failure exits 1 with the cause), a
+//! supervised task checkpoints the write-ahead log every `--checkpoint-every`, and the
+//! database is a resource: it is closed — after a final checkpoint — only once every
+//! connection has drained and the task has stopped, so no request ever meets a closed
+//! database (the tutorial closes its pool after a fixed sleep, requests or not). The
+//! HTTP side is lameduck's own handler with this service's routes.
+//!
+//! Stdout: `listening on <addr>`, then the report line at exit.
+
+use std::error::Error;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use clap::Parser;
+use lameduck::protocol::http::{Context, Http, Request, Response, Status};
+use lameduck::{signals, Lifecycle, Server, Shutdown};
+use rusqlite::{params, OptionalExtension};
+
+/// Notes over HTTP, stored in SQLite, shut down gracefully.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The SQLite database file (created if missing).
+    #[arg(long)]
+    db: PathBuf,
+
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: SocketAddr,
+
+    /// Worker threads, each serving one connection at a time.
+    #[arg(long, default_value_t = 64)]
+    workers: usize,
+
+    /// Accepted connections that may wait for a free worker.
+    #[arg(long, default_value_t = 64)]
+    queue: usize,
+
+    /// The whole shutdown budget, from the signal to the report.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    shutdown_timeout: Duration,
+
+    /// Keep accepting for this long after the signal while /healthz says 503.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    drain_delay: Duration,
+
+    /// Longest a worker blocks in one read or write mid-request.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    tick: Duration,
+
+    /// Close keep-alive connections idle for this long.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    idle_timeout: Duration,
+
+    /// How often the background task checkpoints the write-ahead log.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    checkpoint_every: Duration,
+
+    /// Largest note accepted (413 beyond).
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_note: usize,
+}
+
+/// The database, shared by every worker; `None` once closed. A mutex is all SQLite
+/// needs here: it allows one writer at a time anyway, and a statement takes
+/// microseconds.
+#[derive(Debug)]
+struct Db {
+    conn: Mutex<Option<rusqlite::Connection>>,
+}
+
+impl Db {
+    fn open(path: &PathBuf) -> rusqlite::Result<Db> {
+        let conn = rusqlite::Connection::open(path)?;
+        // WAL lets readers run beside the writer; NORMAL syncs at checkpoints, which
+        // keeps every committed note across a crash of this process.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, body BLOB NOT NULL)",
+            [],
+        )?;
+        Ok(Db {
+            conn: Mutex::new(Some(conn)),
+        })
+    }
+
+    /// Runs `f` on the open connection.
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, Box<dyn Error + Send + Sync>> {
+        let guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = guard.as_ref().ok_or("database is closed")?;
+        Ok(f(conn)?)
+    }
+
+    fn checkpoint(&self, mode: &str) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.with(|conn| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())))
+    }
+
+    fn close(&self) -> Result<(), Box<dyn Error + Send + Sync>> {
+        self.checkpoint("TRUNCATE")?;
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .ok_or("database closed twice")?;
+        conn.close().map_err(|(_, err)| err)?;
+        Ok(())
+    }
+}
+
+/// The routes.
+#[derive(Debug)]
+struct Notes {
+    db: Arc<Db>,
+}
+
+impl Notes {
+    fn route(&self, req: &Request, ctx: &Context<'_>) -> Response {
+        let path = req.path();
+        let result = match (req.method.as_str(), path) {
+            ("GET" | "HEAD", "/healthz") if ctx.is_ready() => {
+                return Response::text(Status::OK, "ok\n")
+            }
+            ("GET" | "HEAD", "/healthz") => {
+                return Response::text(Status::SERVICE_UNAVAILABLE, "draining\n")
+            }
+            ("POST", "/notes") => self.create(&req.body),
+            ("GET" | "HEAD", "/notes") => self.count(),
+            ("GET" | "HEAD", _) if path.starts_with("/notes/") => self.fetch(&path[7..]),
+            (_, "/notes" | "/healthz") => {
+                return Response::text(Status::METHOD_NOT_ALLOWED, "method not allowed\n").header(
+                    "Allow",
+                    if path == "/notes" {
+                        "GET, HEAD, POST"
+                    } else {
+                        "GET, HEAD"
+                    },
+                )
+            }
+            (_, _) if path.starts_with("/notes/") => {
+                return Response::text(Status::METHOD_NOT_ALLOWED, "method not allowed\n")
+                    .header("Allow", "GET, HEAD")
+            }
+            _ => return Response::text(Status::NOT_FOUND, "not found\n"),
+        };
+        result.unwrap_or_else(|err| {
+            log::error!("{} {path}: {err}", req.method);
+            Response::text(Status::INTERNAL_ERROR, "internal error\n")
+        })
+    }
+
+    fn create(&self, body: &[u8]) -> Result<Response, Box<dyn Error + Send + Sync>> {
+        let id = self.db.with(|conn| {
+            conn.execute("INSERT INTO notes (body) VALUES (?1)", params![body])?;
+            Ok(conn.last_insert_rowid())
+        })?;
+        Ok(Response::text(Status::CREATED, format!("{id}\n"))
+            .header("Location", format!("/notes/{id}")))
+    }
+
+    fn count(&self) -> Result<Response, Box<dyn Error + Send + Sync>> {
+        let count: i64 = self
+            .db
+            .with(|conn| conn.query_row("SELECT COUNT(*) FROM notes", [], |row| row.get(0)))?;
+        Ok(Response::text(Status::OK, format!("{count}\n")))
+    }
+
+    fn fetch(&self, id: &str) -> Result<Response, Box<dyn Error + Send + Sync>> {
+        let Ok(id) = id.parse::<i64>() else {
+            return Ok(Response::text(Status::NOT_FOUND, "not found\n"));
+        };
+        let body: Option<Vec<u8>> = self.db.with(|conn| {
+            conn.query_row("SELECT body FROM notes WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .optional()
+        })?;
+        Ok(match body {
+            Some(body) => Response::new(Status::OK)
+                .header("Content-Type", "application/octet-stream")
+                .body(body),
+            None => Response::text(Status::NOT_FOUND, "not found\n"),
+        })
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("notes: {err}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<u8, Box<dyn Error>> {
+    let shutdown = Shutdown::new();
+    signals::install(&shutdown)?;
+    let mut life = Lifecycle::new(&shutdown).with_budget(args.shutdown_timeout);
+
+    // starting: open the database; its close is registered as soon as it exists.
+    let db = Arc::new(life.start("open database", || Db::open(&args.db))?);
+    let closing = Arc::clone(&db);
+    life.resource("database", Duration::from_secs(5), move || closing.close());
+    let checkpointing = Arc::clone(&db);
+    let every = args.checkpoint_every;
+    life.spawn("wal-checkpoint", move |shutdown| {
+        while !shutdown.wait_timeout(every) {
+            checkpointing.checkpoint("PASSIVE")?;
+        }
+        Ok(())
+    })?;
+
+    let notes = Notes { db };
+    let http = Http::new(move |req: &Request, ctx: &Context<'_>| notes.route(req, ctx))
+        .max_body(args.max_note)
+        .idle_timeout(args.idle_timeout);
+    let server = Server::builder()
+        .addr(args.addr)
+        .workers(args.workers)
+        .queue(args.queue)
+        .tick(args.tick)
+        .drain_delay(args.drain_delay)
+        .drain_timeout(life.drain_timeout())
+        .start(http, &shutdown)?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {}", server.local_addr())?;
+    stdout.flush()?;
+    drop(stdout);
+
+    // serving → draining → cleanup (checkpoint task stops, then the database closes).
+    let report = life.serve(server);
+    println!("{report}");
+    Ok(report.exit_code())
+}

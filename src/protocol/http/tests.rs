@@ -1,0 +1,308 @@
+//! The connection loop against a real in-process server: pipelining, HEAD, HTTP/1.0,
+//! keep-alive, timeouts and the goodbye. Every wait has a deadline.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::{Server, ServerHandle, Shutdown};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+struct Running {
+    shutdown: Shutdown,
+    server: Option<ServerHandle>,
+}
+
+impl Running {
+    fn start<S: Service>(http: Http<S>) -> Running {
+        let shutdown = Shutdown::new();
+        let server = Server::builder()
+            .addr("127.0.0.1:0".parse().unwrap())
+            .workers(4)
+            .tick(Duration::from_millis(20))
+            .linger(Duration::from_millis(200))
+            .start(http, &shutdown)
+            .expect("server starts");
+        Running {
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    fn connect(&self) -> BufReader<TcpStream> {
+        let addr = self.server.as_ref().unwrap().local_addr();
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        BufReader::new(stream)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.force();
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response; `head_only` for the answer to a HEAD.
+#[track_caller]
+fn read_reply(reader: &mut BufReader<TcpStream>, head_only: bool) -> Reply {
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status = line
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).expect("header line");
+        let field = line.trim_end();
+        if field.is_empty() {
+            break;
+        }
+        let (name, value) = field.split_once(':').expect("a header field");
+        headers.push((name.to_string(), value.trim().to_string()));
+    }
+    let mut reply = Reply {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if !head_only {
+        let length: usize = reply.header("content-length").unwrap().parse().unwrap();
+        reply.body = vec![0; length];
+        reader.read_exact(&mut reply.body).expect("body");
+    }
+    reply
+}
+
+#[track_caller]
+fn assert_eof(reader: &mut BufReader<TcpStream>) {
+    let mut rest = Vec::new();
+    reader
+        .read_to_end(&mut rest)
+        .expect("a clean EOF, not a reset");
+    assert!(
+        rest.is_empty(),
+        "unexpected bytes {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = Running::start(Http::hello());
+    let mut client = server.connect();
+    client
+        .get_mut()
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n\
+              POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+              HEAD / HTTP/1.1\r\nHost: x\r\n\r\n\
+              GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let hello = read_reply(&mut client, false);
+    assert_eq!(
+        (hello.status, hello.body.as_slice()),
+        (200, &b"Hello, World!"[..])
+    );
+    assert_eq!(read_reply(&mut client, false).body, b"ok\n");
+    assert_eq!(read_reply(&mut client, false).status, 404);
+    let head = read_reply(&mut client, true);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("13"));
+    let last = read_reply(&mut client, false);
+    assert_eq!(last.header("connection"), Some("close"));
+    assert_eof(&mut client);
+}
+
+#[test]
+fn http10_closes_unless_asked_to_keep_alive() {
+    let server = Running::start(Http::hello());
+    let mut client = server.connect();
+    client
+        .get_mut()
+        .write_all(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET / HTTP/1.0\r\n\r\n")
+        .unwrap();
+    let first = read_reply(&mut client, false);
+    assert_eq!(first.header("connection"), Some("keep-alive"));
+    let second = read_reply(&mut client, false);
+    assert_eq!(second.header("connection"), Some("close"));
+    assert_eof(&mut client);
+}
+
+#[test]
+fn chunked_bodies_reach_the_service() {
+    let echo = |req: &Request, _: &Context<'_>| {
+        let trailer = req
+            .trailers
+            .iter()
+            .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v)))
+            .collect::<Vec<_>>()
+            .join(",");
+        Response::new(Status::OK)
+            .header("X-Trailers", trailer)
+            .body(req.body.clone())
+    };
+    let server = Running::start(Http::new(echo).max_body(10));
+    let mut client = server.connect();
+    client
+        .get_mut()
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .unwrap();
+    // Split mid-size-line and mid-data, across writes the server reads separately.
+    for piece in [
+        &b"4;a=b\r"[..],
+        b"\nwiki\r\n5\r\npe",
+        b"dia\r\n0\r\nX-T: 1\r\n\r\n",
+    ] {
+        client.get_mut().write_all(piece).unwrap();
+        client.get_mut().flush().unwrap();
+    }
+    let reply = read_reply(&mut client, false);
+    assert_eq!(reply.body, b"wikipedia");
+    assert_eq!(reply.header("x-trailers"), Some("X-T=1"));
+    client
+        .get_mut()
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nb\r\n")
+        .unwrap();
+    let reply = read_reply(&mut client, false);
+    assert_eq!(reply.status, 413);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eof(&mut client);
+}
+
+#[test]
+fn expect_continue_gets_100_before_the_body() {
+    let server = Running::start(Http::new(|req: &Request, _: &Context<'_>| {
+        Response::new(Status::OK).body(req.body.clone())
+    }));
+    let mut client = server.connect();
+    client
+        .get_mut()
+        .write_all(
+            b"PUT / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
+        )
+        .unwrap();
+    let interim = read_reply(&mut client, true);
+    assert_eq!(interim.status, 100);
+    client.get_mut().write_all(b"hi").unwrap();
+    assert_eq!(read_reply(&mut client, false).body, b"hi");
+}
+
+#[test]
+fn slow_heads_get_408_and_silent_connections_are_closed() {
+    let http = Http::hello().header_timeout(Duration::from_millis(150));
+    let server = Running::start(http);
+    let started = Instant::now();
+    let mut silent = server.connect();
+    let mut slow = server.connect();
+    slow.get_mut().write_all(b"GET / HTTP/1.1\r\nHo").unwrap();
+    let reply = read_reply(&mut slow, false);
+    assert_eq!(reply.status, 408);
+    assert_eof(&mut slow);
+    assert_eof(&mut silent);
+    assert!(started.elapsed() < WAIT);
+}
+
+#[test]
+fn drain_answers_requests_already_sent_then_closes() {
+    let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+    let service = move |req: &Request, ctx: &Context<'_>| {
+        if req.path() == "/slow" {
+            let _ = started_tx.send(());
+            // Work until the drain has begun, so the goodbye comes mid-request.
+            let deadline = Instant::now() + WAIT;
+            while !ctx.is_draining() && Instant::now() < deadline {
+                ctx.work_for(Duration::from_millis(5));
+            }
+        }
+        Response::text(Status::OK, req.path())
+    };
+    let server = Running::start(Http::new(service));
+    let mut idle = server.connect();
+    idle.get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(read_reply(&mut idle, false).header("connection").is_none());
+
+    let mut busy = server.connect();
+    busy.get_mut()
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    started_rx
+        .recv_timeout(WAIT)
+        .expect("the slow request started");
+    // Sent while the worker is busy: it waits in the socket until the goodbye read.
+    busy.get_mut()
+        .write_all(b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let triggered = Instant::now();
+    server.shutdown.trigger();
+
+    let slow = read_reply(&mut busy, false);
+    assert_eq!((slow.status, slow.body.as_slice()), (200, &b"/slow"[..]));
+    assert_eq!(slow.header("connection"), None, "another request follows");
+    let second = read_reply(&mut busy, false);
+    assert_eq!(second.body, b"/second");
+    assert_eq!(second.header("connection"), Some("close"));
+    assert_eof(&mut busy);
+    assert_eof(&mut idle);
+    assert!(
+        triggered.elapsed() < Duration::from_secs(2),
+        "closed within ticks"
+    );
+}
+
+#[test]
+fn a_panicking_service_answers_500_and_the_server_counts_it() {
+    let server = Running::start(Http::new(|req: &Request, _: &Context<'_>| {
+        if req.path() == "/boom" {
+            panic!("boom");
+        }
+        Response::text(Status::OK, "fine")
+    }));
+    let mut client = server.connect();
+    client
+        .get_mut()
+        .write_all(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let reply = read_reply(&mut client, false);
+    assert_eq!(reply.status, 500);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eof(&mut client);
+    let mut other = server.connect();
+    other
+        .get_mut()
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert_eq!(
+        read_reply(&mut other, false).body,
+        b"fine",
+        "the worker lives on"
+    );
+}

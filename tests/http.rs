@@ -1,0 +1,349 @@
+//! `lameduck http` end to end (SPEC §5): the real binary, real sockets, real signals.
+//!
+//! Well-formed traffic goes through `ureq` (and `curl` when installed); malformed,
+//! slow and pipelined traffic through raw sockets. Every wait is an event with a
+//! deadline; the only sleeps are the ones that make a client slow on purpose.
+
+mod http_support;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use http_support::{assert_eof, connect, expect_refusal, read_reply, send, Child, WAIT};
+
+fn agent() -> ureq::Agent {
+    ureq::AgentBuilder::new().timeout(WAIT).build()
+}
+
+/// The status of a ureq call, 4xx and 5xx included.
+fn status_of(result: Result<ureq::Response, ureq::Error>) -> (u16, Option<ureq::Response>) {
+    match result {
+        Ok(response) => (response.status(), Some(response)),
+        Err(ureq::Error::Status(code, response)) => (code, Some(response)),
+        Err(err) => panic!("transport error: {err}"),
+    }
+}
+
+#[test]
+fn routes_answer_get_head_and_refuse_other_methods() {
+    let mut server = Child::http(&[]);
+    let agent = agent();
+    let hello = agent.get(&server.url("/")).call().expect("GET /");
+    assert_eq!(hello.status(), 200);
+    assert_eq!(hello.header("content-length"), Some("13"));
+    assert_eq!(hello.into_string().unwrap(), "Hello, World!");
+
+    let (code, health) = status_of(agent.get(&server.url("/healthz")).call());
+    assert_eq!(code, 200);
+    assert_eq!(health.unwrap().into_string().unwrap(), "ok\n");
+
+    let (code, head) = status_of(agent.head(&server.url("/")).call());
+    assert_eq!(code, 200);
+    assert_eq!(head.unwrap().header("content-length"), Some("13"));
+
+    assert_eq!(status_of(agent.get(&server.url("/missing")).call()).0, 404);
+    let (code, refused) = status_of(agent.post(&server.url("/")).send_string("x"));
+    assert_eq!(code, 405);
+    assert_eq!(refused.unwrap().header("allow"), Some("GET, HEAD"));
+    assert_eq!(
+        status_of(agent.delete(&server.url("/healthz")).call()).0,
+        405
+    );
+
+    server.signal("TERM");
+    server.assert_clean_exit();
+}
+
+#[test]
+fn keep_alive_connection_close_and_http10() {
+    let server = Child::http(&[]);
+    let mut client = connect(server.addr);
+    for _ in 0..3 {
+        send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+        let reply = read_reply(&mut client, false);
+        assert_eq!(reply.text(), "Hello, World!");
+        assert_eq!(reply.header("connection"), None, "1.1 keeps the connection");
+    }
+    send(
+        &mut client,
+        b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(
+        read_reply(&mut client, false).header("connection"),
+        Some("close")
+    );
+    assert_eof(&mut client);
+
+    let mut old = connect(server.addr);
+    send(
+        &mut old,
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+    );
+    assert_eq!(
+        read_reply(&mut old, false).header("connection"),
+        Some("keep-alive")
+    );
+    send(&mut old, b"HEAD / HTTP/1.0\r\n\r\n");
+    let head = read_reply(&mut old, true);
+    assert_eq!(head.header("content-length"), Some("13"));
+    assert_eq!(head.header("connection"), Some("close"));
+    assert_eof(&mut old);
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let server = Child::http(&[]);
+    let mut client = connect(server.addr);
+    let mut batch = Vec::new();
+    for path in ["/", "/healthz", "/nope", "/"] {
+        batch.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    }
+    batch.extend_from_slice(
+        b"POST /nope HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n\
+          3\r\nabc\r\n0\r\n\r\n\
+          GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    );
+    send(&mut client, &batch);
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| read_reply(&mut client, false).status)
+        .collect();
+    assert_eq!(statuses, [200, 200, 404, 200, 404, 200]);
+    assert_eof(&mut client);
+}
+
+#[test]
+fn malformed_requests_get_400_and_a_close() {
+    let server = Child::http(&[]);
+    for bad in [
+        &b"this is not http\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: t\r\nBad Header\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3x\r\n\r\nabc",
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n",
+    ] {
+        expect_refusal(server.addr, bad, 400);
+    }
+}
+
+#[test]
+fn header_limits_get_431() {
+    let server = Child::http(&[]);
+    let mut many = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
+    for i in 0..64 {
+        many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    expect_refusal(server.addr, &many, 431);
+
+    // The server answers once it has seen too much, before the head even ends.
+    let mut huge = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat(b'a').take(20 * 1024));
+    expect_refusal(server.addr, &huge, 431);
+}
+
+#[test]
+fn bodies_over_the_limit_get_413() {
+    let server = Child::http(&["--max-body", "1KiB"]);
+    expect_refusal(
+        server.addr,
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1025\r\n\r\n",
+        413,
+    );
+    let mut chunked = b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..3 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend(std::iter::repeat(b'z').take(0x200));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    expect_refusal(server.addr, &chunked, 413);
+    // Within the limit the body is read, and the route answers.
+    let (code, _) = status_of(agent().post(&server.url("/")).send_bytes(&[b'a'; 1024]));
+    assert_eq!(code, 405);
+}
+
+#[test]
+fn slow_clients_get_408_and_silent_ones_are_dropped() {
+    let server = Child::http(&["--header-timeout", "300ms", "--body-timeout", "300ms"]);
+    let started = Instant::now();
+    let mut silent = connect(server.addr);
+    let mut slow_head = connect(server.addr);
+    // Slowloris: a byte at a time, never finishing the head.
+    for byte in b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ".iter() {
+        send(&mut slow_head, &[*byte]);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let reply = read_reply(&mut slow_head, false);
+    assert_eq!(reply.status, 408);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eof(&mut slow_head);
+
+    let mut slow_body = connect(server.addr);
+    send(
+        &mut slow_body,
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nab",
+    );
+    assert_eq!(read_reply(&mut slow_body, false).status, 408);
+    assert_eof(&mut slow_body);
+
+    // A connection that never sent a byte is closed without a word.
+    assert_eof(&mut silent);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_full_pool_answers_503_with_retry_after() {
+    let server = Child::http(&["--workers", "1", "--queue", "0"]);
+    let mut holder = connect(server.addr);
+    send(&mut holder, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut holder, false).status, 200);
+    // The only worker now holds `holder`, idle between requests.
+    let reply = expect_refusal(server.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", 503);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+}
+
+#[test]
+fn a_request_in_flight_finishes_with_connection_close_on_sigterm() {
+    let mut server = Child::http(&["--work-delay", "500ms"]);
+    let mut client = connect(server.addr);
+    send(&mut client, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut client, false).status, 200);
+    let mut idle = connect(server.addr);
+    send(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut idle, false).status, 200);
+
+    send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let sent = Instant::now();
+    server.signal("TERM");
+    server.wait_log("stopped accepting");
+    // The idle keep-alive connection is closed within a few ticks of the drain...
+    assert_eof(&mut idle);
+    let idle_closed = sent.elapsed();
+    // ...while the slow request runs to the end and says goodbye.
+    let reply = read_reply(&mut client, false);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "Hello, World!");
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert!(sent.elapsed() >= Duration::from_millis(450), "the work ran");
+    assert!(
+        idle_closed < Duration::from_millis(450),
+        "idle closed before the slow request ended ({idle_closed:?})"
+    );
+    assert_eof(&mut client);
+
+    assert!(TcpStream::connect(server.addr).is_err(), "listener closed");
+    let report = server.assert_clean_exit();
+    assert!(report.contains(" drained=2 "), "{report}");
+}
+
+#[test]
+fn healthz_is_503_during_the_drain_delay_then_connects_are_refused() {
+    let mut server = Child::http(&["--drain-delay", "600ms"]);
+    let agent = agent();
+    assert_eq!(status_of(agent.get(&server.url("/healthz")).call()).0, 200);
+    server.signal("TERM");
+    server.wait_log("not ready: still accepting");
+    // Still serving, new connections included, but reporting not ready.
+    let (code, health) = status_of(agent.get(&server.url("/healthz")).call());
+    assert_eq!(code, 503);
+    assert_eq!(health.unwrap().into_string().unwrap(), "draining\n");
+    let fresh = ureq::AgentBuilder::new().timeout(WAIT).build();
+    assert_eq!(status_of(fresh.get(&server.url("/")).call()).0, 200);
+
+    server.wait_log("stopped accepting");
+    assert!(TcpStream::connect(server.addr).is_err(), "listener closed");
+    server.assert_clean_exit();
+}
+
+#[test]
+fn curl_speaks_to_it_when_installed() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        eprintln!("curl not installed; skipping");
+        return;
+    }
+    let mut server = Child::http(&[]);
+    let output = Command::new("curl")
+        .args(["-sS", "--max-time", "10", "-i", &server.url("/")])
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nHello, World!"), "{text}");
+
+    // A chunked upload (curl sends Expect: 100-continue for it) reaches the route.
+    let mut upload = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "@-",
+            &server.url("/nope"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    upload
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&[b'c'; 5000])
+        .expect("feed curl");
+    let output = upload.wait_with_output().expect("curl finishes");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "404");
+
+    server.signal("INT");
+    server.assert_clean_exit();
+}
+
+#[test]
+fn a_second_signal_cuts_work_short_and_exits_130() {
+    let mut server = Child::http(&["--work-delay", "20s"]);
+    let mut client = connect(server.addr);
+    send(&mut client, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut client, false).status, 200);
+    send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let started = Instant::now();
+    server.signal("TERM");
+    server.wait_log("stopped accepting");
+    server.signal("TERM");
+    let (code, lines) = server.wait_exit();
+    assert_eq!(code, Some(130), "{lines:?}");
+    let report = lines.last().cloned().unwrap_or_default();
+    assert!(report.contains("outcome=forced"), "{report}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the work was cut short"
+    );
+}
+
+#[test]
+fn work_past_the_drain_deadline_is_forced_and_exits_124() {
+    let mut server = Child::http(&["--work-delay", "20s", "--drain-timeout", "300ms"]);
+    let mut client = connect(server.addr);
+    send(&mut client, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut client, false).status, 200);
+    send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let started = Instant::now();
+    server.signal("TERM");
+    let (code, lines) = server.wait_exit();
+    assert_eq!(code, Some(124), "{lines:?}");
+    let report = lines.last().cloned().unwrap_or_default();
+    assert!(report.contains("outcome=deadline"), "{report}");
+    assert!(report.contains(" forced=1 "), "{report}");
+    assert!(report.contains(" detached_threads=0 "), "{report}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
