@@ -390,6 +390,13 @@ impl ServerHandle {
             .last_exit()
             .unwrap_or_else(Instant::now)
             .saturating_duration_since(started);
+        // Threads can all end just as a second signal lands (a handler that watches
+        // the force itself): the outcome still says the drain was cut short.
+        let outcome = if shutdown.is_forced() {
+            outcome.worst(Outcome::Forced)
+        } else {
+            outcome
+        };
         let detached = crew.detach();
         for name in &detached {
             log::warn!("thread {name} did not stop in time; detached");
