@@ -46,7 +46,13 @@
 //! - [`shutdown`]: the token (flag + broadcast channel, two stages: drain and force);
 //! - [`signals`]: SIGINT/SIGTERM/SIGHUP → drain, second → force, third → exit;
 //! - [`server`]: builder, acceptor, pool, connections, the report;
-//! - [`handler`] and [`protocol`]: the connection interface and the echo protocol.
+//! - [`handler`] and [`protocol`]: the connection interface, the echo protocol and
+//!   HTTP/1.1;
+//! - [`supervisor`]: background threads that receive the token, joined against a
+//!   deadline, with a report of which finished, failed, panicked or were detached;
+//! - [`lifecycle`]: startup, shutdown and cleanup hooks, resources closed last-in
+//!   first-out, one shutdown budget, and the report of the whole shutdown
+//!   ([`Lifecycle::serve`] runs a server through it).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
