@@ -70,6 +70,18 @@ fn pump(
     rx
 }
 
+/// Receives from a pump until it hangs up at the end of its stream, handing each
+/// line to `each`; false if `deadline` passes first.
+fn until_eof(lines: &Receiver<String>, deadline: Instant, mut each: impl FnMut(String)) -> bool {
+    loop {
+        match lines.recv_deadline(deadline) {
+            Ok(line) => each(line),
+            Err(RecvTimeoutError::Disconnected) => return true,
+            Err(RecvTimeoutError::Timeout) => return false,
+        }
+    }
+}
+
 impl Process {
     /// Starts `program` with `args`, `RUST_LOG=info` unless the caller set it.
     pub fn spawn(program: &Path, args: &[&str]) -> Process {
@@ -191,21 +203,24 @@ impl Process {
         assert!(status.success(), "kill -{name} {} failed", self.pid());
     }
 
-    /// Reads stdout to its end (the process closing it), then waits for the exit.
+    /// Reads stdout to its end (the process closing it), waits for the exit, then for
+    /// the stderr pump to reach its end too, so that `stderr_text` holds everything.
     /// Returns the exit status and the last stdout line.
     #[track_caller]
     pub fn finish(&mut self) -> (ExitStatus, String) {
         let deadline = Instant::now() + PATIENCE;
-        loop {
-            match self.stdout.recv_deadline(deadline) {
-                Ok(line) => self.stdout_seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    panic!("process did not exit within {PATIENCE:?}\n{}", self.dump())
-                }
-            }
+        if !until_eof(&self.stdout, deadline, |line| self.stdout_seen.push(line)) {
+            panic!("process did not exit within {PATIENCE:?}\n{}", self.dump())
         }
         let status = self.wait_exit(deadline);
+        // Every line is in `stderr_seen` before it is sent, and the pump hangs up
+        // only after its last line: the hang-up is the event to wait for.
+        if !until_eof(&self.stderr, deadline, drop) {
+            panic!(
+                "stderr still open {PATIENCE:?} after the exit\n{}",
+                self.dump()
+            )
+        }
         let last = self.stdout_seen.last().cloned().unwrap_or_default();
         (status, last)
     }
