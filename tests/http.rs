@@ -4,17 +4,32 @@
 //! slow and pipelined traffic through raw sockets. Every wait is an event with a
 //! deadline; the only sleeps are the ones that make a client slow on purpose.
 
-mod http_support;
+mod support;
 
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use http_support::{assert_eof, connect, expect_refusal, read_reply, send, Child, WAIT};
+use support::http::{
+    assert_clean_exit, assert_eof, connect, expect_refusal, read_reply, send, url,
+};
+use support::{Process, PATIENCE};
+
+/// Starts `lameduck http --addr 127.0.0.1:0` with a short linger plus `args`, and
+/// waits for its `listening on` line. The tick stays at its default (1 s): every
+/// timeout and drain here must be prompt without a short tick.
+#[track_caller]
+fn http_server(args: &[&str]) -> (Process, SocketAddr) {
+    let mut full = vec!["http", "--addr", "127.0.0.1:0", "--linger", "300ms"];
+    full.extend_from_slice(args);
+    let mut server = Process::spawn_with_env(&support::binary(), &full, &[("RUST_LOG", "debug")]);
+    let addr = server.listening_addr();
+    (server, addr)
+}
 
 fn agent() -> ureq::Agent {
-    ureq::AgentBuilder::new().timeout(WAIT).build()
+    ureq::AgentBuilder::new().timeout(PATIENCE).build()
 }
 
 /// The status of a ureq call, 4xx and 5xx included.
@@ -28,38 +43,38 @@ fn status_of(result: Result<ureq::Response, ureq::Error>) -> (u16, Option<ureq::
 
 #[test]
 fn routes_answer_get_head_and_refuse_other_methods() {
-    let mut server = Child::http(&[]);
+    let (mut server, addr) = http_server(&[]);
     let agent = agent();
-    let hello = agent.get(&server.url("/")).call().expect("GET /");
+    let hello = agent.get(&url(addr, "/")).call().expect("GET /");
     assert_eq!(hello.status(), 200);
     assert_eq!(hello.header("content-length"), Some("13"));
     assert_eq!(hello.into_string().unwrap(), "Hello, World!");
 
-    let (code, health) = status_of(agent.get(&server.url("/healthz")).call());
+    let (code, health) = status_of(agent.get(&url(addr, "/healthz")).call());
     assert_eq!(code, 200);
     assert_eq!(health.unwrap().into_string().unwrap(), "ok\n");
 
-    let (code, head) = status_of(agent.head(&server.url("/")).call());
+    let (code, head) = status_of(agent.head(&url(addr, "/")).call());
     assert_eq!(code, 200);
     assert_eq!(head.unwrap().header("content-length"), Some("13"));
 
-    assert_eq!(status_of(agent.get(&server.url("/missing")).call()).0, 404);
-    let (code, refused) = status_of(agent.post(&server.url("/")).send_string("x"));
+    assert_eq!(status_of(agent.get(&url(addr, "/missing")).call()).0, 404);
+    let (code, refused) = status_of(agent.post(&url(addr, "/")).send_string("x"));
     assert_eq!(code, 405);
     assert_eq!(refused.unwrap().header("allow"), Some("GET, HEAD"));
     assert_eq!(
-        status_of(agent.delete(&server.url("/healthz")).call()).0,
+        status_of(agent.delete(&url(addr, "/healthz")).call()).0,
         405
     );
 
     server.signal("TERM");
-    server.assert_clean_exit();
+    assert_clean_exit(&mut server);
 }
 
 #[test]
 fn keep_alive_connection_close_and_http10() {
-    let server = Child::http(&[]);
-    let mut client = connect(server.addr);
+    let (_server, addr) = http_server(&[]);
+    let mut client = connect(addr);
     for _ in 0..3 {
         send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
         let reply = read_reply(&mut client, false);
@@ -76,7 +91,7 @@ fn keep_alive_connection_close_and_http10() {
     );
     assert_eof(&mut client);
 
-    let mut old = connect(server.addr);
+    let mut old = connect(addr);
     send(
         &mut old,
         b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
@@ -94,8 +109,8 @@ fn keep_alive_connection_close_and_http10() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
-    let server = Child::http(&[]);
-    let mut client = connect(server.addr);
+    let (_server, addr) = http_server(&[]);
+    let mut client = connect(addr);
     let mut batch = Vec::new();
     for path in ["/", "/healthz", "/nope", "/"] {
         batch.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
@@ -115,7 +130,7 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn malformed_requests_get_400_and_a_close() {
-    let server = Child::http(&[]);
+    let (_server, addr) = http_server(&[]);
     for bad in [
         &b"this is not http\r\n\r\n"[..],
         b"GET / HTTP/1.1\r\n\r\n",
@@ -126,31 +141,31 @@ fn malformed_requests_get_400_and_a_close() {
         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcd\r\n",
     ] {
-        expect_refusal(server.addr, bad, 400);
+        expect_refusal(addr, bad, 400);
     }
 }
 
 #[test]
 fn header_limits_get_431() {
-    let server = Child::http(&[]);
+    let (_server, addr) = http_server(&[]);
     let mut many = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
     for i in 0..64 {
         many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
     }
     many.extend_from_slice(b"\r\n");
-    expect_refusal(server.addr, &many, 431);
+    expect_refusal(addr, &many, 431);
 
     // The server answers once it has seen too much, before the head even ends.
     let mut huge = b"GET / HTTP/1.1\r\nHost: t\r\nX-Big: ".to_vec();
     huge.extend(std::iter::repeat(b'a').take(20 * 1024));
-    expect_refusal(server.addr, &huge, 431);
+    expect_refusal(addr, &huge, 431);
 }
 
 #[test]
 fn bodies_over_the_limit_get_413() {
-    let server = Child::http(&["--max-body", "1KiB"]);
+    let (_server, addr) = http_server(&["--max-body", "1KiB"]);
     expect_refusal(
-        server.addr,
+        addr,
         b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 1025\r\n\r\n",
         413,
     );
@@ -160,18 +175,18 @@ fn bodies_over_the_limit_get_413() {
         chunked.extend(std::iter::repeat(b'z').take(0x200));
         chunked.extend_from_slice(b"\r\n");
     }
-    expect_refusal(server.addr, &chunked, 413);
+    expect_refusal(addr, &chunked, 413);
     // Within the limit the body is read, and the route answers.
-    let (code, _) = status_of(agent().post(&server.url("/")).send_bytes(&[b'a'; 1024]));
+    let (code, _) = status_of(agent().post(&url(addr, "/")).send_bytes(&[b'a'; 1024]));
     assert_eq!(code, 405);
 }
 
 #[test]
 fn slow_clients_get_408_and_silent_ones_are_dropped() {
-    let server = Child::http(&["--header-timeout", "300ms", "--body-timeout", "300ms"]);
+    let (_server, addr) = http_server(&["--header-timeout", "300ms", "--body-timeout", "300ms"]);
     let started = Instant::now();
-    let mut silent = connect(server.addr);
-    let mut slow_head = connect(server.addr);
+    let mut silent = connect(addr);
+    let mut slow_head = connect(addr);
     // Slowloris: a byte at a time, never finishing the head.
     for byte in b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ".iter() {
         send(&mut slow_head, &[*byte]);
@@ -182,7 +197,7 @@ fn slow_clients_get_408_and_silent_ones_are_dropped() {
     assert_eq!(reply.header("connection"), Some("close"));
     assert_eof(&mut slow_head);
 
-    let mut slow_body = connect(server.addr);
+    let mut slow_body = connect(addr);
     send(
         &mut slow_body,
         b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nab",
@@ -197,29 +212,29 @@ fn slow_clients_get_408_and_silent_ones_are_dropped() {
 
 #[test]
 fn a_full_pool_answers_503_with_retry_after() {
-    let server = Child::http(&["--workers", "1", "--queue", "0"]);
-    let mut holder = connect(server.addr);
+    let (_server, addr) = http_server(&["--workers", "1", "--queue", "0"]);
+    let mut holder = connect(addr);
     send(&mut holder, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_reply(&mut holder, false).status, 200);
     // The only worker now holds `holder`, idle between requests.
-    let reply = expect_refusal(server.addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", 503);
+    let reply = expect_refusal(addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", 503);
     assert_eq!(reply.header("retry-after"), Some("1"));
 }
 
 #[test]
 fn a_request_in_flight_finishes_with_connection_close_on_sigterm() {
-    let mut server = Child::http(&["--work-delay", "500ms"]);
-    let mut client = connect(server.addr);
+    let (mut server, addr) = http_server(&["--work-delay", "500ms"]);
+    let mut client = connect(addr);
     send(&mut client, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_reply(&mut client, false).status, 200);
-    let mut idle = connect(server.addr);
+    let mut idle = connect(addr);
     send(&mut idle, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_reply(&mut idle, false).status, 200);
 
     send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let sent = Instant::now();
     server.signal("TERM");
-    server.wait_log("stopped accepting");
+    server.wait_stderr("stopped accepting");
     // The idle keep-alive connection is closed within a few ticks of the drain...
     assert_eof(&mut idle);
     let idle_closed = sent.elapsed();
@@ -235,28 +250,28 @@ fn a_request_in_flight_finishes_with_connection_close_on_sigterm() {
     );
     assert_eof(&mut client);
 
-    assert!(TcpStream::connect(server.addr).is_err(), "listener closed");
-    let report = server.assert_clean_exit();
+    assert!(TcpStream::connect(addr).is_err(), "listener closed");
+    let report = assert_clean_exit(&mut server);
     assert!(report.contains(" drained=2 "), "{report}");
 }
 
 #[test]
 fn healthz_is_503_during_the_drain_delay_then_connects_are_refused() {
-    let mut server = Child::http(&["--drain-delay", "600ms"]);
+    let (mut server, addr) = http_server(&["--drain-delay", "600ms"]);
     let agent = agent();
-    assert_eq!(status_of(agent.get(&server.url("/healthz")).call()).0, 200);
+    assert_eq!(status_of(agent.get(&url(addr, "/healthz")).call()).0, 200);
     server.signal("TERM");
-    server.wait_log("not ready: still accepting");
+    server.wait_stderr("not ready: still accepting");
     // Still serving, new connections included, but reporting not ready.
-    let (code, health) = status_of(agent.get(&server.url("/healthz")).call());
+    let (code, health) = status_of(agent.get(&url(addr, "/healthz")).call());
     assert_eq!(code, 503);
     assert_eq!(health.unwrap().into_string().unwrap(), "draining\n");
-    let fresh = ureq::AgentBuilder::new().timeout(WAIT).build();
-    assert_eq!(status_of(fresh.get(&server.url("/")).call()).0, 200);
+    let fresh = ureq::AgentBuilder::new().timeout(PATIENCE).build();
+    assert_eq!(status_of(fresh.get(&url(addr, "/")).call()).0, 200);
 
-    server.wait_log("stopped accepting");
-    assert!(TcpStream::connect(server.addr).is_err(), "listener closed");
-    server.assert_clean_exit();
+    server.wait_stderr("stopped accepting");
+    assert!(TcpStream::connect(addr).is_err(), "listener closed");
+    assert_clean_exit(&mut server);
 }
 
 #[test]
@@ -265,9 +280,9 @@ fn curl_speaks_to_it_when_installed() {
         eprintln!("curl not installed; skipping");
         return;
     }
-    let mut server = Child::http(&[]);
+    let (mut server, addr) = http_server(&[]);
     let output = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "-i", &server.url("/")])
+        .args(["-sS", "--max-time", "10", "-i", &url(addr, "/")])
         .output()
         .expect("run curl");
     let text = String::from_utf8_lossy(&output.stdout);
@@ -290,7 +305,7 @@ fn curl_speaks_to_it_when_installed() {
             "Expect: 100-continue",
             "--data-binary",
             "@-",
-            &server.url("/nope"),
+            &url(addr, "/nope"),
         ])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -306,23 +321,22 @@ fn curl_speaks_to_it_when_installed() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "404");
 
     server.signal("INT");
-    server.assert_clean_exit();
+    assert_clean_exit(&mut server);
 }
 
 #[test]
 fn a_second_signal_cuts_work_short_and_exits_130() {
-    let mut server = Child::http(&["--work-delay", "20s"]);
-    let mut client = connect(server.addr);
+    let (mut server, addr) = http_server(&["--work-delay", "20s"]);
+    let mut client = connect(addr);
     send(&mut client, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_reply(&mut client, false).status, 200);
     send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let started = Instant::now();
     server.signal("TERM");
-    server.wait_log("stopped accepting");
+    server.wait_stderr("stopped accepting");
     server.signal("TERM");
-    let (code, lines) = server.wait_exit();
-    assert_eq!(code, Some(130), "{lines:?}");
-    let report = lines.last().cloned().unwrap_or_default();
+    let (status, report) = server.finish();
+    assert_eq!(status.code(), Some(130), "{}", server.dump());
     assert!(report.contains("outcome=forced"), "{report}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -332,16 +346,15 @@ fn a_second_signal_cuts_work_short_and_exits_130() {
 
 #[test]
 fn work_past_the_drain_deadline_is_forced_and_exits_124() {
-    let mut server = Child::http(&["--work-delay", "20s", "--drain-timeout", "300ms"]);
-    let mut client = connect(server.addr);
+    let (mut server, addr) = http_server(&["--work-delay", "20s", "--drain-timeout", "300ms"]);
+    let mut client = connect(addr);
     send(&mut client, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
     assert_eq!(read_reply(&mut client, false).status, 200);
     send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
     let started = Instant::now();
     server.signal("TERM");
-    let (code, lines) = server.wait_exit();
-    assert_eq!(code, Some(124), "{lines:?}");
-    let report = lines.last().cloned().unwrap_or_default();
+    let (status, report) = server.finish();
+    assert_eq!(status.code(), Some(124), "{}", server.dump());
     assert!(report.contains("outcome=deadline"), "{report}");
     assert!(report.contains(" forced=1 "), "{report}");
     assert!(report.contains(" detached_threads=0 "), "{report}");

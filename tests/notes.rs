@@ -3,14 +3,15 @@
 //! no client saw a reset or a truncated response, and the database is intact.
 #![cfg(all(unix, feature = "cli"))]
 
-mod http_support;
+mod support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http_support::{example, Child, WAIT};
+use support::http::{assert_clean_exit, url};
+use support::{example, Process, PATIENCE};
 
 /// Load clients, each with its own keep-alive connection.
 const CLIENTS: usize = 32;
@@ -55,9 +56,9 @@ fn client(
     stop: Arc<AtomicBool>,
     progress: crossbeam_channel::Sender<()>,
 ) -> Tally {
-    let agent = ureq::AgentBuilder::new().timeout(WAIT).build();
+    let agent = ureq::AgentBuilder::new().timeout(PATIENCE).build();
     let mut tally = Tally::default();
-    let deadline = Instant::now() + WAIT * 2;
+    let deadline = Instant::now() + PATIENCE * 2;
     for n in 0.. {
         if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
             break;
@@ -102,7 +103,7 @@ fn every_acknowledged_note_survives_sigterm_under_load() {
         let _ = std::fs::remove_file(format!("{}{stale}", db.display()));
     }
     let db_arg = db.to_string_lossy().into_owned();
-    let mut server = Child::spawn(
+    let mut server = Process::spawn_with_env(
         &example("notes"),
         &[
             "--db",
@@ -112,8 +113,9 @@ fn every_acknowledged_note_survives_sigterm_under_load() {
             "--checkpoint-every",
             "20ms",
         ],
+        &[("RUST_LOG", "debug")],
     );
-    let url = server.url("/notes");
+    let url = url(server.listening_addr(), "/notes");
     let stop = Arc::new(AtomicBool::new(false));
     let (progress_tx, progress) = crossbeam_channel::unbounded();
     let clients: Vec<_> = (0..CLIENTS)
@@ -123,14 +125,14 @@ fn every_acknowledged_note_survives_sigterm_under_load() {
         })
         .collect();
     drop(progress_tx);
-    let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + PATIENCE;
     for _ in 0..BEFORE_SIGNAL {
         progress
             .recv_deadline(deadline)
             .expect("the clients make progress before the signal");
     }
     server.signal("TERM");
-    let report = server.assert_clean_exit();
+    let report = assert_clean_exit(&mut server);
     stop.store(true, Ordering::SeqCst);
     let tallies: Vec<Tally> = clients
         .into_iter()

@@ -2,6 +2,8 @@
 //! wait for events with deadlines — never for a fixed time.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -257,6 +259,18 @@ impl Drop for Process {
             let _ = Command::new("kill")
                 .args(["-KILL", &self.pid.to_string()])
                 .status();
+        }
+        if thread::panicking() {
+            // The test failed: collect the last lines of the (now dead) process, up to
+            // its pipes closing, and show everything it wrote.
+            let deadline = Instant::now() + PATIENCE;
+            until_eof(&self.stdout, deadline, |line| self.stdout_seen.push(line));
+            until_eof(&self.stderr, deadline, drop);
+            eprintln!(
+                "---- output of pid {} ----\n{}\n---- end of output ----",
+                self.pid,
+                self.dump()
+            );
         }
     }
 }
