@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{field, field_num, Client, End, Process, GOODBYE, PATIENCE};
+use support::{field, field_num, finish_with_report, Client, End, Process, GOODBYE, PATIENCE};
 
 fn echo_server(extra: &[&str]) -> (Process, std::net::SocketAddr) {
     let mut args = vec!["echo", "--addr", "127.0.0.1:0"];
@@ -26,30 +26,8 @@ fn expect_goodbye_then_eof(client: &mut Client) {
 
 #[track_caller]
 fn expect_report(process: &mut Process, code: i32) -> String {
-    let (status, report) = process.finish();
-    assert_eq!(
-        status.code(),
-        Some(code),
-        "exit status {status:?}\n{}",
-        process.dump()
-    );
-    assert!(
-        report.starts_with("stopped "),
-        "last line {report:?}\n{}",
-        process.dump()
-    );
-    for key in [
-        "reason",
-        "outcome",
-        "drained",
-        "forced",
-        "refused_busy",
-        "detached_threads",
-        "drain_ms",
-        "total_ms",
-    ] {
-        field(&report, key);
-    }
+    let (status, report) = finish_with_report(process);
+    assert_eq!(status, Some(code), "{}", process.dump());
     report
 }
 

@@ -8,7 +8,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{example, field, field_num, Process};
+use support::{example, field, field_num, finish_with_report, Process};
 
 #[track_caller]
 fn start(name: &str, args: &[&str]) -> Process {
@@ -18,36 +18,12 @@ fn start(name: &str, args: &[&str]) -> Process {
     process
 }
 
-/// Waits for the exit; returns the code and the report line, checking its shape.
-#[track_caller]
-fn finish(process: &mut Process) -> (Option<i32>, String) {
-    let (status, report) = process.finish();
-    assert!(
-        report.starts_with("stopped "),
-        "last line {report:?}\n{}",
-        process.dump()
-    );
-    for key in [
-        "reason",
-        "outcome",
-        "drained",
-        "forced",
-        "refused_busy",
-        "detached_threads",
-        "drain_ms",
-        "total_ms",
-    ] {
-        field(&report, key);
-    }
-    (status.code(), report)
-}
-
 #[test]
 fn workers_sigterm_detaches_the_stubborn_worker_and_exits_124() {
     let mut workers = start("workers", &["--deadline", "1s", "--period", "100ms"]);
     workers.signal("TERM");
     let signalled = Instant::now();
-    let (code, report) = finish(&mut workers);
+    let (code, report) = finish_with_report(&mut workers);
     let took = signalled.elapsed();
 
     assert_eq!(code, Some(124), "{}", workers.dump());
@@ -86,7 +62,7 @@ fn workers_second_signal_stops_waiting_and_exits_130() {
     workers.wait_stderr("signal received");
     workers.signal("TERM");
     let forced = Instant::now();
-    let (code, report) = finish(&mut workers);
+    let (code, report) = finish_with_report(&mut workers);
 
     assert_eq!(code, Some(130), "{}", workers.dump());
     assert_eq!(field(&report, "outcome"), "forced");
@@ -105,7 +81,7 @@ fn embed_sigterm_exits_0_with_a_clean_report_and_closes_the_ledger_last() {
     // Let it record at least one batch, so the ledger has something to close with.
     embed.wait_stderr("batch 1 recorded");
     embed.signal("TERM");
-    let (code, report) = finish(&mut embed);
+    let (code, report) = finish_with_report(&mut embed);
 
     assert_eq!(code, Some(0), "{}", embed.dump());
     assert_eq!(field(&report, "reason"), "signal");

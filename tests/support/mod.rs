@@ -275,6 +275,31 @@ impl Drop for Process {
     }
 }
 
+/// Waits for the exit and returns the exit code and the report line, after checking
+/// the line has the contract's shape: `stopped` and at least SPEC §3's keys.
+#[track_caller]
+pub fn finish_with_report(process: &mut Process) -> (Option<i32>, String) {
+    let (status, report) = process.finish();
+    assert!(
+        report.starts_with("stopped "),
+        "last line {report:?}\n{}",
+        process.dump()
+    );
+    for key in [
+        "reason",
+        "outcome",
+        "drained",
+        "forced",
+        "refused_busy",
+        "detached_threads",
+        "drain_ms",
+        "total_ms",
+    ] {
+        field(&report, key);
+    }
+    (status.code(), report)
+}
+
 /// Parses `key=value` fields of a report line.
 pub fn field<'a>(report: &'a str, key: &str) -> &'a str {
     report
