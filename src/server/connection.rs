@@ -128,6 +128,21 @@ impl<'a> Connection<'a> {
         self.draining.is_forced() || self.app.is_forced()
     }
 
+    /// Blocks until the shutdown is forced (the server's drain deadline or a second
+    /// signal) or `deadline` passes; true if forced. For simulated or interruptible
+    /// work inside a request: a drain lets it finish, a force cuts it short.
+    pub fn wait_forced_until(&self, deadline: Instant) -> bool {
+        if self.is_forced() {
+            return true;
+        }
+        let (server_forced, app_forced) = (self.draining.forced(), self.app.forced());
+        crossbeam_channel::select! {
+            recv(server_forced) -> _ => true,
+            recv(app_forced) -> _ => true,
+            default(deadline.saturating_duration_since(Instant::now())) => self.is_forced(),
+        }
+    }
+
     /// The application's shutdown token. It is triggered before draining starts when
     /// the server has a readiness delay, so a health check can report "not ready"
     /// while requests are still served.

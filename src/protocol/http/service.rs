@@ -13,9 +13,6 @@ use super::response::Response;
 use crate::server::Connection;
 use crate::shutdown::Shutdown;
 
-/// How late [`Context::work_for`] may notice a force at the drain deadline.
-const FORCE_CHECK: Duration = Duration::from_millis(50);
-
 /// Answers requests. Called on a worker thread, once per request, with the body
 /// already read; the built-in routes of `lameduck http` are one implementation
 /// ([`Hello`](super::Hello)), and any `Fn(&Request, &Context) -> Response` is another.
@@ -76,22 +73,15 @@ impl<'a> Context<'a> {
     /// short. Returns false if it was cut short.
     pub fn work_for(&self, duration: Duration) -> bool {
         // A duration too large to add to an instant lasts until a force.
+        const FAR: Duration = Duration::from_secs(24 * 3600);
         let until = Instant::now().checked_add(duration);
         loop {
-            if self.conn.is_forced() {
+            let step_end = until.unwrap_or_else(|| Instant::now() + FAR);
+            if self.conn.wait_forced_until(step_end) {
                 return false;
             }
-            let now = Instant::now();
-            if until.is_some_and(|until| now >= until) {
+            if until.is_some() {
                 return true;
-            }
-            // Waiting on the app token wakes at once on a second signal. The server's
-            // own force (the drain deadline) is on a token a connection does not
-            // expose for waiting, so it is checked at least every FORCE_CHECK.
-            let left = until.map_or(FORCE_CHECK, |until| until - now);
-            let step = left.min(self.conn.tick()).min(FORCE_CHECK);
-            if self.conn.app_shutdown().wait_forced_deadline(now + step) {
-                return false;
             }
         }
     }
