@@ -438,7 +438,7 @@ impl Lifecycle {
         let drain_deadline = deadline_after(began, self.drain_timeout());
         let budget_end = deadline_after(began, self.budget);
         log::info!(
-            "draining (reason={reason}): drain deadline in {:?}, budget {:?}",
+            "draining (reason={reason}): drain deadline in {:.1?}, budget {:?}",
             drain_deadline.saturating_duration_since(Instant::now()),
             self.budget
         );
