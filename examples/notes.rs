@@ -18,7 +18,6 @@
 //! Stdout: `listening on <addr>`, then the report line at exit.
 
 use std::error::Error;
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -246,10 +245,7 @@ fn run(args: Args) -> Result<u8, Box<dyn Error>> {
         .drain_delay(args.drain_delay)
         .drain_timeout(life.drain_timeout())
         .start(http, &shutdown)?;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {}", server.local_addr())?;
-    stdout.flush()?;
-    drop(stdout);
+    server.announce()?;
 
     // serving → draining → cleanup (checkpoint task stops, then the database closes).
     let report = life.serve(server);

@@ -316,6 +316,20 @@ impl ServerHandle {
         self.local_addr
     }
 
+    /// Prints the contract's first stdout line, `listening on <ip:port>`, and flushes
+    /// it, so whoever waits for it (a test, a supervisor) can connect at once. Call it
+    /// after installing the signal handlers: a signal sent right after the line must
+    /// be handled gracefully.
+    ///
+    /// # Errors
+    /// Writing to stdout failed (it was closed, say).
+    pub fn announce(&self) -> io::Result<()> {
+        use std::io::Write;
+        let mut stdout = io::stdout().lock();
+        writeln!(stdout, "listening on {}", self.local_addr)?;
+        stdout.flush()
+    }
+
     /// The token this server stops on.
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown

@@ -5,7 +5,6 @@
 mod cli;
 
 use std::error::Error;
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -94,10 +93,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
             builder(&args.server, &life).start(http, &shutdown)?
         }
     };
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {}", server.local_addr())?;
-    stdout.flush()?;
-    drop(stdout);
+    server.announce()?;
 
     let report = life.serve(server);
     println!("{report}");
