@@ -213,3 +213,103 @@ impl Drop for SlotGuard<'_> {
         guard.state = State::Busy;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    /// A connected pair on loopback: (server side, client side).
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (server, client)
+    }
+
+    #[test]
+    fn an_idle_connection_is_told_goodbye_then_eof() {
+        let registry = Registry::new(1);
+        let (server, mut client) = pair();
+        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        assert_eq!(slot.enter_idle(false), State::Idle);
+        assert_eq!(registry.dismiss_idle(b"bye\r\n"), 1);
+        let mut seen = Vec::new();
+        client.read_to_end(&mut seen).unwrap();
+        assert_eq!(seen, b"bye\r\n");
+        assert_eq!(slot.leave_idle(), State::Dismissed);
+        assert_eq!(slot.enter_idle(false), State::Dismissed);
+    }
+
+    #[test]
+    fn a_busy_connection_is_left_to_its_worker() {
+        let registry = Registry::new(1);
+        let (server, _client) = pair();
+        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        assert_eq!(registry.dismiss_idle(b"bye\r\n"), 0);
+        // Draining has begun: the worker must say goodbye itself.
+        assert_eq!(slot.enter_idle(true), State::Busy);
+    }
+
+    #[test]
+    fn a_request_already_in_the_buffer_is_not_talked_over() {
+        let registry = Registry::new(1);
+        let (server, mut client) = pair();
+        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        assert_eq!(slot.enter_idle(false), State::Idle);
+        client.write_all(b"request\n").unwrap();
+        // Wait until the bytes are in the server's receive buffer.
+        let mut peeked = [0u8; 8];
+        server
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        assert_eq!(server.peek(&mut peeked).unwrap(), 8);
+        assert_eq!(registry.dismiss_idle(b"bye\r\n"), 0);
+        assert_eq!(slot.leave_idle(), State::Busy);
+        // The peek left the socket blocking for the worker: after the request, a read
+        // waits out its timeout instead of failing at once.
+        let mut reader = &server;
+        let mut buf = [0u8; 64];
+        assert_eq!(reader.read(&mut buf).unwrap(), 8);
+        server
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        assert!(reader.read(&mut buf).is_err());
+        assert!(started.elapsed() >= Duration::from_millis(40));
+    }
+
+    #[test]
+    fn force_close_wakes_a_blocked_read() {
+        let registry = Registry::new(1);
+        let (server, _client) = pair();
+        let _slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let (woke_tx, woke_rx) = crossbeam_channel::bounded(1);
+        std::thread::spawn(move || {
+            server.set_read_timeout(None).unwrap();
+            let mut buf = [0u8; 16];
+            let _ = woke_tx.send((&server).read(&mut buf).ok());
+        });
+        registry.force_close();
+        let read = woke_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the blocked read returns once the socket is shut down");
+        assert_eq!(read, Some(0), "EOF after the force");
+    }
+
+    #[test]
+    fn a_released_slot_is_empty() {
+        let registry = Registry::new(1);
+        let (server, _client) = pair();
+        drop(registry.attach(0, server).unwrap());
+        assert_eq!(registry.dismiss_idle(b"bye\r\n"), 0);
+        assert!(
+            registry.attach(1, pair().0).is_none(),
+            "no slot 1 in a pool of 1"
+        );
+    }
+}
