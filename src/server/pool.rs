@@ -147,3 +147,91 @@ fn serve(index: usize, stream: TcpStream, peer: SocketAddr, context: &PoolContex
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::atomic::Ordering;
+
+    use crate::server::Received;
+
+    /// Answers one line with `ok`, or panics when the line is `boom`.
+    struct OneShot;
+
+    impl Handler for OneShot {
+        fn handle(&self, conn: &mut Connection) -> std::io::Result<()> {
+            let mut buf = [0u8; 64];
+            match conn.read_request(&mut buf)? {
+                Received::Data(n) if buf[..n].starts_with(b"boom") => panic!("on request"),
+                Received::Data(_) => conn.write_all(b"ok\n"),
+                _ => Ok(()),
+            }
+        }
+
+        fn busy_reply(&self) -> &[u8] {
+            b"busy\n"
+        }
+    }
+
+    fn context() -> Arc<PoolContext> {
+        Arc::new(PoolContext {
+            handler: Arc::new(OneShot),
+            stats: Arc::new(Stats::default()),
+            serving: AtomicUsize::new(0),
+            spin_cores: 0,
+            registry: Registry::new(1),
+            tick: Duration::from_millis(50),
+            linger: Duration::from_millis(200),
+            draining: Shutdown::new(),
+            app: Shutdown::new(),
+        })
+    }
+
+    /// A client connected to a job the pool can serve.
+    fn job(listener: &TcpListener) -> (TcpStream, Job) {
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        (client, listener.accept().unwrap())
+    }
+
+    #[test]
+    fn a_worker_serves_the_queue_then_ends_when_it_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let context = context();
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(4);
+        let (mut first, first_job) = job(&listener);
+        let (mut second, second_job) = job(&listener);
+        jobs_tx.send(first_job).unwrap();
+        jobs_tx.send(second_job).unwrap();
+        drop(jobs_tx);
+        first.write_all(b"boom\n").unwrap();
+        second.write_all(b"hello\n").unwrap();
+        // Runs on this thread: it returns only once the queue is closed and empty.
+        work(0, jobs_rx, Arc::clone(&context));
+        let mut reply = Vec::new();
+        second.read_to_end(&mut reply).unwrap();
+        assert_eq!(reply, b"ok\n", "the worker outlived the panic");
+        assert_eq!(context.stats.panics.load(Ordering::Relaxed), 1);
+        assert_eq!(context.serving.load(Ordering::SeqCst), 0);
+    }
+
+    #[test]
+    fn after_a_force_queued_connections_are_closed_and_counted() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let context = context();
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(4);
+        let (mut client, queued) = job(&listener);
+        jobs_tx.send(queued).unwrap();
+        drop(jobs_tx);
+        context.draining.force();
+        work(0, jobs_rx, Arc::clone(&context));
+        let mut reply = Vec::new();
+        let _ = client.read_to_end(&mut reply);
+        assert!(reply.is_empty(), "a forced connection is not served");
+        assert_eq!(context.stats.forced.load(Ordering::Relaxed), 1);
+    }
+}
