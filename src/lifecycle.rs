@@ -141,7 +141,9 @@ impl StartupError {
 
 impl fmt::Display for StartupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "startup hook `{}` failed", self.hook)
+        // The cause is part of the message: this is the one line a user reads when the
+        // program exits 1, and most printers show only `Display`.
+        write!(f, "startup hook `{}` failed: {}", self.hook, self.source)
     }
 }
 
@@ -337,7 +339,9 @@ impl Lifecycle {
             Ok(value) => Ok(value),
             Err(err) => {
                 let source = err.into();
-                log::error!(
+                // Warn, not error: the caller reports the failure (with RUST_LOG=error
+                // that report is the only line).
+                log::warn!(
                     "startup hook `{name}` failed: {source}; undoing {} resource(s)",
                     self.resources.len()
                 );
@@ -724,7 +728,10 @@ mod tests {
             })
             .unwrap_err();
         assert_eq!(err.hook(), "queue");
-        assert_eq!(err.to_string(), "startup hook `queue` failed");
+        assert_eq!(
+            err.to_string(),
+            "startup hook `queue` failed: broker refused"
+        );
         assert_eq!(
             err.source().map(ToString::to_string).as_deref(),
             Some("broker refused")

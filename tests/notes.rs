@@ -189,3 +189,27 @@ fn every_acknowledged_note_survives_sigterm_under_load() {
     assert!(stored.len() <= acked.len() + crossed);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// SPEC §2.1: a failing startup hook exits 1 with its cause as the one line on stderr.
+#[test]
+fn a_database_that_cannot_open_exits_1_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("lameduck-no-such-dir-{}", std::process::id()));
+    let db = dir.join("notes.db");
+    let db = db.to_str().expect("a UTF-8 temp path");
+    let mut notes = Process::spawn_with_env(
+        &example("notes"),
+        &["--db", db, "--addr", "127.0.0.1:0"],
+        &[("RUST_LOG", "error")],
+    );
+    let (status, last) = notes.finish();
+    assert_eq!(status.code(), Some(1), "{}", notes.dump());
+    assert!(last.is_empty(), "nothing on stdout: it never listened");
+    let stderr = notes.stderr_text();
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
+    assert!(stderr.contains("startup hook"), "stderr: {stderr}");
+    assert!(
+        stderr.contains("unable to open"),
+        "the cause is named: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
