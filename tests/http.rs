@@ -190,7 +190,7 @@ fn slow_clients_get_408_and_silent_ones_are_dropped() {
     // Slowloris: a byte at a time, never finishing the head.
     for byte in b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ".iter() {
         send(&mut slow_head, &[*byte]);
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(5)); // the slowness under test, not a wait
     }
     let reply = read_reply(&mut slow_head, false);
     assert_eq!(reply.status, 408);
