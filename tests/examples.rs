@@ -58,8 +58,14 @@ fn workers_sigterm_detaches_the_stubborn_worker_and_exits_124() {
 fn workers_second_signal_stops_waiting_and_exits_130() {
     let mut workers = start("workers", &["--deadline", "60s"]);
     workers.signal("TERM");
-    // Two signals sent back to back may merge into one; wait until the first is seen.
+    // Two signals sent back to back may merge into one; wait until the first is seen,
+    // and until the three workers that heed it have stopped: the force then leaves
+    // exactly the stubborn one behind.
     workers.wait_stderr("signal received");
+    for _ in ["Worker-1", "Worker-2", "Worker-3"] {
+        // In whatever order they finish.
+        workers.wait_stderr("] finished after");
+    }
     workers.signal("TERM");
     let forced = Instant::now();
     let (code, report) = finish_with_report(&mut workers);
