@@ -18,6 +18,7 @@ use super::registry::Registry;
 use super::report::Stats;
 use crate::handler::Handler;
 use crate::shutdown::Shutdown;
+use crate::supervisor::panic_message;
 
 /// An accepted connection waiting for a worker.
 pub(crate) type Job = (TcpStream, SocketAddr);
@@ -73,16 +74,6 @@ impl Drop for Serving<'_> {
 pub(crate) fn work(index: usize, jobs: Receiver<Job>, context: Arc<PoolContext>) {
     for (stream, peer) in jobs.iter() {
         serve(index, stream, peer, &context);
-    }
-}
-
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    if let Some(text) = payload.downcast_ref::<&str>() {
-        text
-    } else if let Some(text) = payload.downcast_ref::<String>() {
-        text
-    } else {
-        "non-string panic payload"
     }
 }
 

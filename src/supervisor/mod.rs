@@ -21,7 +21,7 @@ use std::fmt;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -71,124 +71,11 @@ impl Error for SpawnError {
     }
 }
 
-/// How one task (or one bounded lifecycle step) ended.
-#[derive(Debug)]
-pub enum TaskOutcome {
-    /// Returned `Ok(())`.
-    Finished,
-    /// Returned this error.
-    Failed(BoxError),
-    /// Panicked with this message.
-    Panicked(String),
-    /// Still running at the deadline: its thread was detached and may still run.
-    Detached,
-}
+mod report;
+#[cfg(test)]
+mod tests;
 
-impl TaskOutcome {
-    /// True unless the task finished successfully.
-    pub fn is_failure(&self) -> bool {
-        !matches!(self, TaskOutcome::Finished)
-    }
-}
-
-impl fmt::Display for TaskOutcome {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            TaskOutcome::Finished => f.write_str("finished"),
-            TaskOutcome::Failed(err) => write!(f, "failed: {err}"),
-            TaskOutcome::Panicked(message) => write!(f, "panicked: {message}"),
-            TaskOutcome::Detached => f.write_str("still running at the deadline, detached"),
-        }
-    }
-}
-
-/// One task in a [`TaskReport`].
-#[derive(Debug)]
-pub struct TaskRecord {
-    /// The name given to [`TaskGroup::spawn`]; the thread is named `task:<name>`.
-    pub name: String,
-    /// How it ended.
-    pub outcome: TaskOutcome,
-}
-
-/// What [`TaskGroup::join`] found: every task with its outcome, in spawn order.
-#[derive(Debug, Default)]
-#[must_use = "the report says which tasks failed or were left running"]
-pub struct TaskReport {
-    /// Every task of the group, in the order they were spawned.
-    pub tasks: Vec<TaskRecord>,
-    /// How long the join waited.
-    pub elapsed: Duration,
-    /// True if the join stopped waiting because the shutdown was forced.
-    pub aborted_by_force: bool,
-}
-
-impl TaskReport {
-    fn count(&self, wanted: fn(&TaskOutcome) -> bool) -> usize {
-        self.tasks
-            .iter()
-            .filter(|task| wanted(&task.outcome))
-            .count()
-    }
-
-    /// Tasks that returned `Ok(())`.
-    pub fn finished(&self) -> usize {
-        self.count(|outcome| matches!(outcome, TaskOutcome::Finished))
-    }
-
-    /// Tasks that returned an error.
-    pub fn failed(&self) -> usize {
-        self.count(|outcome| matches!(outcome, TaskOutcome::Failed(_)))
-    }
-
-    /// Tasks that panicked.
-    pub fn panicked(&self) -> usize {
-        self.count(|outcome| matches!(outcome, TaskOutcome::Panicked(_)))
-    }
-
-    /// Tasks still running at the deadline (their threads were detached).
-    pub fn detached(&self) -> usize {
-        self.count(|outcome| matches!(outcome, TaskOutcome::Detached))
-    }
-
-    /// Names of the tasks that were detached.
-    pub fn detached_names(&self) -> Vec<&str> {
-        self.tasks
-            .iter()
-            .filter(|task| matches!(task.outcome, TaskOutcome::Detached))
-            .map(|task| task.name.as_str())
-            .collect()
-    }
-
-    /// The outcome of the task called `name`, if the group had one.
-    pub fn outcome(&self, name: &str) -> Option<&TaskOutcome> {
-        self.tasks
-            .iter()
-            .find(|task| task.name == name)
-            .map(|task| &task.outcome)
-    }
-
-    /// True if every task finished successfully before the deadline.
-    pub fn is_clean(&self) -> bool {
-        self.tasks.iter().all(|task| !task.outcome.is_failure())
-    }
-}
-
-impl fmt::Display for TaskReport {
-    /// `tasks=<n> finished=<n> failed=<n> panicked=<n> detached=<n> tasks_ms=<n>`
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "tasks={} finished={} failed={} panicked={} detached={} tasks_ms={}",
-            self.tasks.len(),
-            self.finished(),
-            self.failed(),
-            self.panicked(),
-            self.detached(),
-            self.elapsed.as_millis()
-        )
-    }
-}
+pub use report::{TaskOutcome, TaskRecord, TaskReport};
 
 /// Sent by a task thread as it ends; `index` is its position in the group.
 struct Done {
@@ -220,13 +107,13 @@ impl Drop for DoneGuard {
 }
 
 /// The text of a panic, as `std` prints it, for the payloads `panic!` produces.
-fn panic_message(payload: &(dyn Any + Send)) -> String {
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
     if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_owned()
+        message
     } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
+        message
     } else {
-        "non-string panic payload".to_owned()
+        "non-string panic payload"
     }
 }
 
@@ -258,7 +145,7 @@ where
         let outcome = match panic::catch_unwind(AssertUnwindSafe(body)) {
             Ok(Ok(())) => TaskOutcome::Finished,
             Ok(Err(err)) => TaskOutcome::Failed(err),
-            Err(payload) => TaskOutcome::Panicked(panic_message(payload.as_ref())),
+            Err(payload) => TaskOutcome::Panicked(panic_message(payload.as_ref()).to_owned()),
         };
         if outcome.is_failure() {
             on_failure(&outcome);
@@ -551,201 +438,5 @@ impl Drop for TaskGroup {
             );
             self.shutdown.trigger();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::io;
-
-    fn soon() -> Instant {
-        Instant::now() + Duration::from_secs(10)
-    }
-
-    #[test]
-    fn tasks_that_stop_on_trigger_finish() {
-        let shutdown = Shutdown::new();
-        let mut group = TaskGroup::new(&shutdown);
-        for name in ["a", "b", "c"] {
-            group
-                .spawn(name, |shutdown| {
-                    while !shutdown.wait_timeout(Duration::from_millis(5)) {}
-                    Ok(())
-                })
-                .unwrap();
-        }
-        assert_eq!(group.names(), ["a", "b", "c"]);
-        let report = group.stop(soon());
-        assert!(report.is_clean(), "{report:?}");
-        assert_eq!(report.finished(), 3);
-        assert_eq!(shutdown.reason(), Some(Reason::Trigger));
-        assert_eq!(report.to_string().split(' ').count(), 6);
-    }
-
-    #[test]
-    fn threads_are_named_after_tasks() {
-        let shutdown = Shutdown::new();
-        let mut group = TaskGroup::new(&shutdown);
-        let (name_tx, name_rx) = crossbeam_channel::bounded(1);
-        group
-            .spawn("namer", move |_| {
-                let _ = name_tx.send(thread::current().name().map(str::to_owned));
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(
-            name_rx.recv_deadline(soon()).unwrap().as_deref(),
-            Some("task:namer")
-        );
-        assert!(group.join(soon()).is_clean());
-    }
-
-    #[test]
-    fn an_error_is_reported_with_its_cause() {
-        let shutdown = Shutdown::new();
-        let mut group = TaskGroup::new(&shutdown);
-        group
-            .spawn_with("loader", OnFailure::Report, |_| {
-                Err(io::Error::new(io::ErrorKind::NotFound, "no such table").into())
-            })
-            .unwrap();
-        let report = group.join(soon());
-        assert_eq!(report.failed(), 1);
-        match report.outcome("loader") {
-            Some(TaskOutcome::Failed(err)) => assert_eq!(err.to_string(), "no such table"),
-            other => panic!("expected a failure, got {other:?}"),
-        }
-        // Report-only: the application keeps running.
-        assert!(!shutdown.is_triggered());
-    }
-
-    #[test]
-    fn an_error_can_shut_the_application_down() {
-        let shutdown = Shutdown::new();
-        let mut group = TaskGroup::new(&shutdown);
-        group
-            .spawn("waits", |shutdown| {
-                shutdown.wait();
-                Ok(())
-            })
-            .unwrap();
-        group.spawn("fails", |_| Err("disk full".into())).unwrap();
-        // Nobody triggers: the failing task must, which lets "waits" finish.
-        let report = group.join(soon());
-        assert_eq!(shutdown.reason(), Some(Reason::Error));
-        assert_eq!(report.finished(), 1);
-        assert_eq!(report.failed(), 1);
-        assert!(matches!(
-            report.outcome("waits"),
-            Some(TaskOutcome::Finished)
-        ));
-    }
-
-    #[test]
-    fn a_panic_is_caught_and_reported_with_its_message() {
-        let shutdown = Shutdown::new();
-        let mut group = TaskGroup::new(&shutdown);
-        group
-            .spawn_with("crasher", OnFailure::Report, |_| {
-                panic!("index {} out of range", 7)
-            })
-            .unwrap();
-        group
-            .spawn_with("static", OnFailure::Report, |_| panic!("plain"))
-            .unwrap();
-        let report = group.join(soon());
-        assert_eq!(report.panicked(), 2);
-        match report.outcome("crasher") {
-            Some(TaskOutcome::Panicked(message)) => assert_eq!(message, "index 7 out of range"),
-            other => panic!("expected a panic, got {other:?}"),
-        }
-        match report.outcome("static") {
-            Some(TaskOutcome::Panicked(message)) => assert_eq!(message, "plain"),
-            other => panic!("expected a panic, got {other:?}"),
-        }
-        assert!(!shutdown.is_triggered());
-    }
-
-    #[test]
-    fn a_panic_shuts_down_by_default() {
-        let shutdown = Shutdown::new();
-        let mut group = TaskGroup::new(&shutdown);
-        group.spawn("crasher", |_| panic!("boom")).unwrap();
-        let report = group.join(soon());
-        assert_eq!(report.panicked(), 1);
-        assert_eq!(shutdown.reason(), Some(Reason::Error));
-    }
-
-    #[test]
-    fn a_task_that_ignores_the_token_is_detached_at_the_deadline() {
-        let shutdown = Shutdown::new();
-        let mut group = TaskGroup::new(&shutdown);
-        // The stubborn task blocks on a channel the test holds, so the test can let
-        // it go afterwards instead of leaking a thread.
-        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
-        group
-            .spawn("stubborn", move |_| {
-                let _ = release_rx.recv();
-                Ok(())
-            })
-            .unwrap();
-        group
-            .spawn("polite", |shutdown| {
-                shutdown.wait();
-                Ok(())
-            })
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_millis(100);
-        let report = group.stop(deadline);
-        let waited_past_deadline = Instant::now().saturating_duration_since(deadline);
-        assert!(
-            waited_past_deadline < Duration::from_millis(500),
-            "join overran its deadline by {waited_past_deadline:?}"
-        );
-        assert_eq!(report.detached_names(), ["stubborn"]);
-        assert!(matches!(
-            report.outcome("polite"),
-            Some(TaskOutcome::Finished)
-        ));
-        assert!(!report.is_clean());
-        drop(release_tx);
-    }
-
-    #[test]
-    fn forcing_ends_the_join_early() {
-        let shutdown = Shutdown::new();
-        let mut group = TaskGroup::new(&shutdown);
-        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
-        group
-            .spawn("stubborn", move |_| {
-                let _ = release_rx.recv();
-                Ok(())
-            })
-            .unwrap();
-        shutdown.force();
-        let started = Instant::now();
-        let report = group.join(Instant::now() + Duration::from_secs(60));
-        assert!(started.elapsed() < Duration::from_secs(5));
-        assert!(report.aborted_by_force);
-        assert_eq!(report.detached(), 1);
-        drop(release_tx);
-    }
-
-    #[test]
-    fn a_bounded_run_reports_a_hang_as_detached() {
-        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
-        let outcome = run_bounded(
-            "close:hangs".to_owned(),
-            Instant::now() + Duration::from_millis(50),
-            move || {
-                let _ = release_rx.recv();
-                Ok(())
-            },
-        );
-        assert!(matches!(outcome, TaskOutcome::Detached));
-        drop(release_tx);
-        let outcome = run_bounded("close:quick".to_owned(), soon(), || Ok(()));
-        assert!(matches!(outcome, TaskOutcome::Finished));
     }
 }
