@@ -27,6 +27,12 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::shutdown::{Reason, Shutdown};
 
+mod report;
+#[cfg(test)]
+mod tests;
+
+pub use report::{TaskOutcome, TaskRecord, TaskReport};
+
 /// The error type of tasks and hooks: any error that can cross threads.
 pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 
@@ -70,12 +76,6 @@ impl Error for SpawnError {
         Some(&self.source)
     }
 }
-
-mod report;
-#[cfg(test)]
-mod tests;
-
-pub use report::{TaskOutcome, TaskRecord, TaskReport};
 
 /// Sent by a task thread as it ends; `index` is its position in the group.
 struct Done {
