@@ -2,9 +2,13 @@
 //! pool, and carries out "stop accepting" when the shutdown comes.
 //!
 //! Between polls it waits on the shutdown channel, so a trigger wakes it at once. The
-//! wait starts short after each accept and doubles while nothing arrives, up to
-//! [`MAX_POLL`]: a client that follows another is picked up within microseconds, and an
-//! idle server wakes a few hundred times a second at most.
+//! wait starts at 50 µs after each accept and doubles while nothing arrives: up to
+//! 1 ms for half a second after the last accept (clients that keep coming, even a few
+//! a second, wait at most that), then up to the configured maximum
+//! (`ServerBuilder::accept_poll`, 10 ms by default), so an idle server wakes at most a
+//! hundred times a second (each wake-up of a sleeping thread costs tens of
+//! microseconds of CPU on a virtual machine). The first client after a quiet spell
+//! waits up to that maximum: the price of polling, chosen by the design.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -22,6 +26,10 @@ use crate::shutdown::Shutdown;
 /// the queue, before refusing the client after all.
 const HANDOFF_WAIT: Duration = Duration::from_millis(100);
 const MIN_POLL: Duration = Duration::from_micros(50);
+/// The poll ceiling while connections keep arriving (one within [`HOT_WINDOW`]).
+const HOT_POLL: Duration = Duration::from_millis(1);
+/// How long after an accept the acceptor keeps polling at [`HOT_POLL`].
+const HOT_WINDOW: Duration = Duration::from_millis(500);
 
 pub(crate) struct Acceptor {
     pub(crate) listener: TcpListener,
@@ -91,11 +99,13 @@ impl Acceptor {
     /// instant (the readiness delay, cut short only by a force).
     fn accept_until(&self, app: &Shutdown, until: Option<Instant>) {
         let mut poll = MIN_POLL.min(self.max_poll);
+        let mut last_accept: Option<Instant> = None;
         loop {
             match accept_one(&self.listener) {
                 Accepted::One(stream, peer) => {
                     self.dispatch(stream, peer);
                     poll = MIN_POLL;
+                    last_accept = Some(Instant::now());
                     continue;
                 }
                 Accepted::Nothing => {}
@@ -108,7 +118,15 @@ impl Acceptor {
             if stop {
                 return;
             }
-            poll = (poll * 2).min(self.max_poll);
+            // While clients keep coming, the next one is likely soon: stay within
+            // HOT_POLL of it. After a quiet HOT_WINDOW, back off to the ceiling.
+            let hot = last_accept.is_some_and(|at| at.elapsed() < HOT_WINDOW);
+            let ceiling = if hot {
+                HOT_POLL.min(self.max_poll)
+            } else {
+                self.max_poll
+            };
+            poll = (poll * 2).min(ceiling);
         }
     }
 

@@ -132,11 +132,12 @@ impl ServerBuilder {
         self
     }
 
-    /// The longest the acceptor waits between two polls of an idle listener; it is
-    /// also the longest a client arriving after a quiet spell waits to be accepted.
-    /// After each accept the acceptor polls again within 50 µs and backs off by
-    /// doubling, so back-to-back clients are not delayed. Shorter means snappier
-    /// first connections and more wake-ups of an idle server. Default 10 ms.
+    /// The longest the acceptor waits between two polls of a listener that has been
+    /// idle for over half a second; it is also the longest the first client after
+    /// such a quiet spell waits to be accepted. After each accept the acceptor polls
+    /// again within 50 µs and backs off by doubling, to at most 1 ms while clients
+    /// keep coming. Shorter means snappier first connections and more wake-ups of an
+    /// idle server. Default 10 ms.
     pub fn accept_poll(mut self, max: Duration) -> Self {
         self.accept_poll = max.max(Duration::from_micros(10));
         self

@@ -72,8 +72,9 @@ pub struct ServerArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// Longest wait between two polls of an idle listener (a client arriving after
-    /// a quiet spell waits up to this; back-to-back clients are not delayed).
+    /// Longest wait between two polls of a listener idle for over half a second (the
+    /// first client after a quiet spell waits up to this; while clients keep coming
+    /// the acceptor polls at least every millisecond).
     #[arg(long, default_value = "10ms", value_parser = parse_duration)]
     pub accept_poll: Duration,
 
