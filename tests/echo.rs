@@ -233,6 +233,8 @@ fn a_line_over_the_limit_is_refused_with_bounded_memory() {
     let (rest, end) = client.rest();
     assert_eq!(String::from_utf8_lossy(&rest), "Error: line too long\r\n");
     assert_eq!(end, End::Eof);
+    // Closing on EOF, as a client does, ends the server's linger.
+    drop(client);
     if let (Some(before), Some(after)) = (before, server.peak_rss_kib()) {
         assert!(
             after < before + 4 * 1024,
