@@ -8,81 +8,47 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
+// The process and /proc parts of thread_vs_task's harness; the rest of it is unused here.
+#[allow(dead_code)]
+#[path = "support/procfs.rs"]
+mod procfs;
+#[allow(dead_code)]
+#[path = "support/server.rs"]
+mod server;
+
+use server::{ServerProc, ServerSpec};
+
 const PATIENCE: Duration = Duration::from_secs(20);
 
-struct Contender {
-    name: &'static str,
-    program: String,
-    args: Vec<String>,
-}
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(contender: &Contender) -> Server {
-        let mut child = Command::new(&contender.program)
-            .args(&contender.args)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|err| panic!("start {}: {err}", contender.name));
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let mut line = String::new();
-        stdout.read_line(&mut line).expect("listening line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("{}: first line {line:?}", contender.name))
-            .parse()
-            .expect("address");
-        // Keep draining stdout so the report line never blocks the server.
-        thread::spawn(move || {
-            let mut sink = Vec::new();
-            let _ = stdout.read_to_end(&mut sink);
-        });
-        Server { child, addr }
-    }
-
-    fn sigterm(&self) {
-        Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-    }
-
-    /// Sends SIGTERM and times it to the process's exit.
-    fn time_shutdown(mut self) -> Duration {
-        let started = Instant::now();
-        self.sigterm();
-        self.child.wait().expect("wait");
-        started.elapsed()
-    }
-
-    /// utime + stime of the process, in clock ticks (1/100 s on Linux).
-    fn cpu_ticks(&self) -> u64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("read /proc/<pid>/stat");
-        // Fields after the parenthesised command name; utime and stime are 14 and 15.
-        let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime")
+fn contender(label: &str, program: &str, args: &[&str]) -> ServerSpec {
+    ServerSpec {
+        label: label.to_string(),
+        program: program.into(),
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        workers: None,
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn start(contender: &ServerSpec) -> ServerProc {
+    ServerProc::start(contender, PATIENCE).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// Sends SIGTERM and times it to the process's exit.
+fn time_shutdown(mut server: ServerProc) -> Duration {
+    let signalled = server.signal("TERM").unwrap_or_else(|err| panic!("{err}"));
+    let exit = server
+        .wait_exit(signalled + PATIENCE)
+        .unwrap_or_else(|| panic!("{} did not exit within {PATIENCE:?}", server.label));
+    exit.at - signalled
+}
+
+/// utime + stime of the server, in clock ticks.
+fn cpu_ticks(server: &ServerProc) -> u64 {
+    procfs::cpu_ticks(Some(server.pid)).expect("read /proc/<pid>/stat")
 }
 
 /// A client that has been answered once (so a worker holds it), then idles; when
@@ -110,24 +76,24 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn shutdown_idle(contender: &Contender, trials: usize) -> Vec<Duration> {
+fn shutdown_idle(contender: &ServerSpec, trials: usize) -> Vec<Duration> {
     let mut times: Vec<Duration> = (0..trials)
-        .map(|_| Server::start(contender).time_shutdown())
+        .map(|_| time_shutdown(start(contender)))
         .collect();
     times.sort();
     times
 }
 
 fn shutdown_with_idle_clients(
-    contender: &Contender,
+    contender: &ServerSpec,
     clients: usize,
     trials: usize,
 ) -> Vec<Duration> {
     let mut times: Vec<Duration> = (0..trials)
         .map(|_| {
-            let server = Server::start(contender);
+            let server = start(contender);
             let readers: Vec<_> = (0..clients).map(|_| idle_client(server.addr)).collect();
-            let took = server.time_shutdown();
+            let took = time_shutdown(server);
             for reader in readers {
                 let _ = reader.join();
             }
@@ -140,11 +106,11 @@ fn shutdown_with_idle_clients(
 
 /// One client at a time, each after `gap` (zero: back to back).
 fn connect_to_first_reply(
-    contender: &Contender,
+    contender: &ServerSpec,
     connections: usize,
     gap: Duration,
 ) -> Vec<Duration> {
-    let server = Server::start(contender);
+    let server = start(contender);
     let mut times: Vec<Duration> = (0..connections)
         .map(|i| {
             if !gap.is_zero() {
@@ -171,19 +137,19 @@ fn connect_to_first_reply(
     times
 }
 
-fn idle_cpu_percent(contender: &Contender, clients: usize, window: Duration) -> f64 {
-    let server = Server::start(contender);
+fn idle_cpu_percent(contender: &ServerSpec, clients: usize, window: Duration) -> f64 {
+    let server = start(contender);
     let readers: Vec<_> = (0..clients).map(|_| idle_client(server.addr)).collect();
-    let before = server.cpu_ticks();
+    let before = cpu_ticks(&server);
     let started = Instant::now();
     thread::sleep(window); // the measurement window itself, not synchronisation
-    let ticks = server.cpu_ticks() - before;
+    let ticks = cpu_ticks(&server) - before;
     let elapsed = started.elapsed();
-    let _ = server.time_shutdown();
+    let _ = time_shutdown(server);
     for reader in readers {
         let _ = reader.join();
     }
-    ticks as f64 / 100.0 / elapsed.as_secs_f64() * 100.0
+    ticks as f64 / procfs::clk_tck() as f64 / elapsed.as_secs_f64() * 100.0
 }
 
 fn main() {
@@ -193,20 +159,19 @@ fn main() {
     } else {
         (20, 2000, Duration::from_secs(10))
     };
-    let mut contenders = vec![Contender {
-        name: "lameduck",
-        program: env!("CARGO_BIN_EXE_lameduck").to_string(),
-        args: ["echo", "--addr", "127.0.0.1:0", "--workers", "128"]
-            .map(String::from)
-            .to_vec(),
-    }];
+    let lameduck = env!("CARGO_BIN_EXE_lameduck");
+    let mut contenders = vec![contender(
+        "lameduck",
+        lameduck,
+        &["echo", "--addr", "127.0.0.1:0", "--workers", "128"],
+    )];
     if !quick {
         // The acceptor's poll ceiling trades first-connection latency after a quiet
         // spell against idle wake-ups: show the other side of the trade.
-        contenders.push(Contender {
-            name: "lameduck --accept-poll 1ms",
-            program: env!("CARGO_BIN_EXE_lameduck").to_string(),
-            args: [
+        contenders.push(contender(
+            "lameduck --accept-poll 1ms",
+            lameduck,
+            &[
                 "echo",
                 "--addr",
                 "127.0.0.1:0",
@@ -214,19 +179,14 @@ fn main() {
                 "128",
                 "--accept-poll",
                 "1ms",
-            ]
-            .map(String::from)
-            .to_vec(),
-        });
+            ],
+        ));
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/tutorial_server.py");
     let python = Command::new("python3").arg("--version").output().is_ok();
     if python {
-        contenders.push(Contender {
-            name: "asyncio tutorial",
-            program: "python3".into(),
-            args: vec![script.display().to_string(), "0".into()],
-        });
+        let script = script.display().to_string();
+        contenders.push(contender("asyncio tutorial", "python3", &[&script, "0"]));
     } else {
         println!("python3 not found: the tutorial's server is not measured");
     }
@@ -239,7 +199,7 @@ fn main() {
         "| measure | {} |",
         contenders
             .iter()
-            .map(|c| c.name)
+            .map(|c| c.label.as_str())
             .collect::<Vec<_>>()
             .join(" | ")
     );
@@ -310,7 +270,7 @@ fn main() {
     }
     if contenders
         .last()
-        .is_some_and(|c| c.name == "asyncio tutorial")
+        .is_some_and(|c| c.label == "asyncio tutorial")
     {
         let tutorial = contenders.len() - 1;
         let ratio = |a: &[Duration], b: &[Duration]| {

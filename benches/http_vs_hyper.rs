@@ -12,12 +12,20 @@
 //! arena or a scheduler with the load generator's bookkeeping. On a small machine the
 //! load generator competes with the server for cores; it does so equally for both.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 /// What every contender answers on `GET /`.
+// The process part of thread_vs_task's harness; its other helpers are unused here.
+#[allow(dead_code)]
+#[path = "support/server.rs"]
+mod server;
+
+use server::{ServerProc, ServerSpec};
+
 const HELLO: &str = "Hello, World!";
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -65,84 +73,30 @@ enum Contender {
     Hyper,
 }
 
-/// A server process, killed by PID if it is still running when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(contender: Contender) -> Server {
-        let mut command = match contender {
-            Contender::Lameduck => {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_lameduck"));
-                c.args(["http", "--addr", "127.0.0.1:0", "--workers", "128"]);
-                c.env("RUST_LOG", "warn");
-                c
-            }
-            Contender::Hyper => {
-                let mut c = Command::new(std::env::current_exe().expect("own path"));
-                c.arg("--serve-hyper");
-                c
-            }
+impl Contender {
+    fn spec(self) -> ServerSpec {
+        let (label, program, args): (&str, PathBuf, &[&str]) = match self {
+            Contender::Lameduck => (
+                "lameduck",
+                env!("CARGO_BIN_EXE_lameduck").into(),
+                &["http", "--addr", "127.0.0.1:0", "--workers", "128"],
+            ),
+            Contender::Hyper => (
+                "hyper",
+                std::env::current_exe().expect("own path"),
+                &["--serve-hyper"],
+            ),
         };
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start a server");
-        let stdout = child.stdout.take().expect("stdout");
-        // The first line names the address; read it on a thread so a hung server
-        // fails the bench at the deadline instead of blocking it.
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        std::thread::spawn(move || {
-            let mut reader = BufReader::new(stdout);
-            let mut line = String::new();
-            let _ = reader.read_line(&mut line);
-            let _ = tx.send(line);
-            // Keep draining so the server never blocks on a full pipe.
-            let _ = std::io::copy(&mut reader, &mut std::io::sink());
-        });
-        let line = rx
-            .recv_timeout(WAIT)
-            .expect("a `listening on` line in time");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-            .parse()
-            .expect("an address");
-        Server { child, addr }
-    }
-
-    fn signal(&self, name: &str) {
-        let _ = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status();
-    }
-
-    /// Waits for the exit against a deadline; None if it did not come.
-    fn wait_exit(&mut self, deadline: Instant) -> Option<std::process::ExitStatus> {
-        // `Child` has no wait with a timeout; a waiter thread would need to own the
-        // child, so this polls `try_wait` at a fine grain, which is what the timing
-        // resolution of this measurement needs anyway.
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_micros(200));
+        ServerSpec {
+            label: label.to_string(),
+            program,
+            args: args.iter().map(|arg| arg.to_string()).collect(),
+            workers: None,
         }
-        None
     }
-}
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            self.signal("KILL");
-            let _ = self.child.wait();
-        }
+    fn start(self) -> ServerProc {
+        ServerProc::start(&self.spec(), WAIT).unwrap_or_else(|err| panic!("{err}"))
     }
 }
 
@@ -192,7 +146,7 @@ fn throughput(duration: &str) {
     for connections in [16, 64] {
         let mut rates = Vec::new();
         for contender in [Contender::Lameduck, Contender::Hyper] {
-            let server = Server::start(contender);
+            let server = contender.start();
             drop(get_once(server.addr)); // warm: the server answers before the clock runs
             rates.push(wrk(server.addr, connections, duration));
         }
@@ -210,7 +164,7 @@ fn throughput(duration: &str) {
 /// a browser does; a client that ignores the EOF keeps lameduck's graceful close
 /// waiting for the linger (default 1 s) before the socket is let go.
 fn idle_shutdown(contender: Contender, count: usize) {
-    let mut server = Server::start(contender);
+    let mut server = contender.start();
     let readers: Vec<_> = (0..count)
         .map(|_| {
             let mut client = get_once(server.addr);
@@ -220,19 +174,18 @@ fn idle_shutdown(contender: Contender, count: usize) {
             })
         })
         .collect();
-    let signalled = Instant::now();
-    server.signal("TERM");
-    let status = server.wait_exit(signalled + WAIT);
-    let exit_ms = signalled.elapsed().as_secs_f64() * 1000.0;
+    let signalled = server.signal("TERM").expect("kill -TERM");
+    let exit = server.wait_exit(signalled + WAIT);
     let clean = readers
         .into_iter()
         .map(|reader| reader.join())
         .filter(|joined| matches!(joined, Ok(true)))
         .count();
-    match status {
-        Some(status) => println!(
-            "{contender:?}: SIGTERM with {count} idle keep-alive connections -> exit {} in {exit_ms:.1} ms; {clean}/{count} clients saw a clean EOF",
-            status.code().map_or("by signal".into(), |c| c.to_string()),
+    match exit {
+        Some(exit) => println!(
+            "{contender:?}: SIGTERM with {count} idle keep-alive connections -> exit {} in {:.1} ms; {clean}/{count} clients saw a clean EOF",
+            exit.code.map_or("by signal".into(), |c| c.to_string()),
+            (exit.at - signalled).as_secs_f64() * 1000.0,
         ),
         None => println!("{contender:?}: did not exit within {WAIT:?} of SIGTERM"),
     }
