@@ -1,27 +1,18 @@
-//! Named threads joined against a deadline.
+//! The server's named threads, joined against a deadline.
 //!
-//! Each thread carries a guard that reports its exit on a channel when dropped — on
-//! return and on panic alike — so the joiner waits on that channel with a deadline
-//! instead of calling `JoinHandle::join`, which cannot time out. Threads still running
-//! at the deadline are named and detached, never waited for forever.
+//! Threads are started with the task group's `spawn_reporting`, whose guard reports
+//! each thread's end on a channel when dropped — on return and on panic alike — so the
+//! joiner waits on that channel with a deadline instead of calling `JoinHandle::join`,
+//! which cannot time out. Threads still running at the deadline are named and
+//! detached, never waited for forever.
 
 use std::io;
-use std::thread::{self, JoinHandle};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, Sender};
 
-struct ExitGuard {
-    id: usize,
-    exited: Sender<usize>,
-}
-
-impl Drop for ExitGuard {
-    fn drop(&mut self) {
-        // The joiner may be gone already; nobody is left to tell then.
-        let _ = self.exited.send(self.id);
-    }
-}
+use crate::supervisor::{reap, spawn_reporting, Done, TaskOutcome};
 
 /// How a wait for the crew ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,8 +24,8 @@ pub(crate) enum JoinEnd {
 
 #[derive(Debug)]
 pub(crate) struct Crew {
-    exited_tx: Sender<usize>,
-    exited_rx: Receiver<usize>,
+    exited_tx: Sender<Done>,
+    exited_rx: Receiver<Done>,
     running: Vec<Option<(String, JoinHandle<()>)>>,
     alive: usize,
     last_exit: Option<Instant>,
@@ -61,32 +52,31 @@ impl Crew {
     where
         F: FnOnce() + Send + 'static,
     {
-        let guard = ExitGuard {
-            id: self.running.len(),
-            exited: self.exited_tx.clone(),
-        };
-        let mut builder = thread::Builder::new().name(name.clone());
-        if let Some(size) = stack_size {
-            builder = builder.stack_size(size);
-        }
-        let handle = builder.spawn(move || {
-            let _guard = guard;
+        let body = move || {
             body();
-        })?;
+            Ok(())
+        };
+        let handle = spawn_reporting(
+            name.clone(),
+            stack_size,
+            self.running.len(),
+            self.exited_tx.clone(),
+            body,
+            |_| {},
+        )?;
         self.running.push(Some((name, handle)));
         self.alive += 1;
         Ok(())
     }
 
-    fn reap(&mut self, id: usize) {
-        if let Some(slot) = self.running.get_mut(id) {
-            if let Some((_, handle)) = slot.take() {
-                // The guard fired, so the thread is past its body: this join is
-                // immediate. A panic was already logged where it happened.
-                let _ = handle.join();
-                self.alive -= 1;
-                self.last_exit = Some(Instant::now());
+    fn reap(&mut self, done: Done) {
+        if let Some((name, handle)) = self.running.get_mut(done.index).and_then(Option::take) {
+            if let TaskOutcome::Panicked(message) = &done.outcome {
+                log::error!("thread {name} panicked: {message}");
             }
+            reap(handle);
+            self.alive -= 1;
+            self.last_exit = Some(Instant::now());
         }
     }
 
@@ -95,9 +85,9 @@ impl Crew {
     pub(crate) fn join_until(&mut self, deadline: Instant, abort: &Receiver<()>) -> JoinEnd {
         while self.alive > 0 {
             crossbeam_channel::select! {
-                recv(self.exited_rx) -> id => {
-                    if let Ok(id) = id {
-                        self.reap(id);
+                recv(self.exited_rx) -> done => {
+                    if let Ok(done) = done {
+                        self.reap(done);
                     }
                 }
                 recv(abort) -> _ => return JoinEnd::Aborted,

@@ -78,9 +78,9 @@ impl Error for SpawnError {
 }
 
 /// Sent by a task thread as it ends; `index` is its position in the group.
-struct Done {
-    index: usize,
-    outcome: TaskOutcome,
+pub(crate) struct Done {
+    pub(crate) index: usize,
+    pub(crate) outcome: TaskOutcome,
 }
 
 /// Reports the end of a thread when dropped, so the joiner hears about every end —
@@ -117,11 +117,14 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
     }
 }
 
-/// Starts `body` on a thread called `thread_name` that reports its end on `done`.
-/// `on_failure` runs on that thread before the end is reported, so whatever it does
-/// (trigger the shutdown) has happened by the time the joiner hears of the failure.
-fn spawn_reporting<B, F>(
+/// Starts `body` on a thread called `thread_name` (with `stack_size`, or the platform's
+/// default) that reports its end on `done`. `on_failure` runs on that thread before
+/// the end is reported, so whatever it does (trigger the shutdown) has happened by the
+/// time the joiner hears of the failure. The server's threads are started through it
+/// too (see `server::crew`).
+pub(crate) fn spawn_reporting<B, F>(
     thread_name: String,
+    stack_size: Option<usize>,
     index: usize,
     done: Sender<Done>,
     body: B,
@@ -131,7 +134,11 @@ where
     B: FnOnce() -> TaskResult + Send + 'static,
     F: FnOnce(&TaskOutcome) + Send + 'static,
 {
-    thread::Builder::new().name(thread_name).spawn(move || {
+    let mut builder = thread::Builder::new().name(thread_name);
+    if let Some(size) = stack_size {
+        builder = builder.stack_size(size);
+    }
+    builder.spawn(move || {
         let mut guard = DoneGuard {
             index,
             outcome: None,
@@ -163,7 +170,7 @@ where
     B: FnOnce() -> TaskResult + Send + 'static,
 {
     let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let handle = match spawn_reporting(thread_name.clone(), 0, done_tx, body, |_| {}) {
+    let handle = match spawn_reporting(thread_name.clone(), None, 0, done_tx, body, |_| {}) {
         Ok(handle) => handle,
         Err(source) => {
             return TaskOutcome::Failed(Box::new(SpawnError {
@@ -189,7 +196,7 @@ where
 /// Joins a thread that has reported its end. Its done guard has already sent, so only
 /// the return of the closure is left; `is_finished` keeps this from ever blocking, and a
 /// thread caught in those last instructions is simply left to end on its own.
-fn reap(handle: JoinHandle<()>) {
+pub(crate) fn reap(handle: JoinHandle<()>) {
     if handle.is_finished() {
         // Err would mean a panic in the done guard's own drop; already reported.
         let _ = handle.join();
@@ -324,6 +331,7 @@ impl TaskGroup {
         let body = move || task(token);
         match spawn_reporting(
             format!("task:{name}"),
+            None,
             index,
             self.done_tx.clone(),
             body,
