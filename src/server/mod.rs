@@ -143,16 +143,6 @@ impl ServerBuilder {
         self
     }
 
-    /// The configured worker count.
-    pub fn worker_count(&self) -> usize {
-        self.workers
-    }
-
-    /// The configured tick.
-    pub fn tick_duration(&self) -> Duration {
-        self.tick
-    }
-
     /// Binds the listener and starts the server's threads. The server runs until
     /// `shutdown` is triggered; then [`ServerHandle::join`] drains it.
     ///
@@ -339,11 +329,6 @@ impl ServerHandle {
     /// Starts the shutdown programmatically (`reason=trigger`).
     pub fn trigger(&self) {
         self.shutdown.trigger();
-    }
-
-    /// Workers serving a connection right now.
-    pub fn busy_workers(&self) -> usize {
-        self.context.serving.load(Ordering::SeqCst)
     }
 
     /// Blocks until the token is triggered, drains (SPEC §2.3) against the drain

@@ -119,11 +119,6 @@ impl<S: Service> Http<S> {
         self.idle_timeout = timeout;
         self
     }
-
-    /// The limits in force.
-    pub fn limits(&self) -> Limits {
-        self.limits
-    }
 }
 
 impl<S: Service> Handler for Http<S> {
