@@ -29,8 +29,6 @@ mod request;
 mod response;
 mod routes;
 mod service;
-#[cfg(test)]
-mod tests;
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};

@@ -1,12 +1,16 @@
-//! The connection loop against a real in-process server: pipelining, HEAD, HTTP/1.0,
-//! keep-alive, timeouts and the goodbye. Every wait has a deadline.
+//! The HTTP connection loop against a real in-process server (the library as an
+//! application embeds it): pipelining, HEAD, HTTP/1.0, keep-alive, timeouts and the
+//! goodbye. Every wait has a deadline.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use super::*;
-use crate::{Server, ServerHandle, Shutdown};
+use lameduck::protocol::http::*;
+use lameduck::{Server, ServerHandle, Shutdown};
+use support::http::{assert_eof, read_reply};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -46,69 +50,6 @@ impl Drop for Running {
             let _ = server.join();
         }
     }
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Reads one response; `head_only` for the answer to a HEAD.
-#[track_caller]
-fn read_reply(reader: &mut BufReader<TcpStream>, head_only: bool) -> Reply {
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("status line");
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("header line");
-        let field = line.trim_end();
-        if field.is_empty() {
-            break;
-        }
-        let (name, value) = field.split_once(':').expect("a header field");
-        headers.push((name.to_string(), value.trim().to_string()));
-    }
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if !head_only {
-        let length: usize = reply.header("content-length").unwrap().parse().unwrap();
-        reply.body = vec![0; length];
-        reader.read_exact(&mut reply.body).expect("body");
-    }
-    reply
-}
-
-#[track_caller]
-fn assert_eof(reader: &mut BufReader<TcpStream>) {
-    let mut rest = Vec::new();
-    reader
-        .read_to_end(&mut rest)
-        .expect("a clean EOF, not a reset");
-    assert!(
-        rest.is_empty(),
-        "unexpected bytes {:?}",
-        String::from_utf8_lossy(&rest)
-    );
 }
 
 #[test]
