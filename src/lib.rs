@@ -56,6 +56,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
+pub mod deploy;
 pub mod handler;
 pub mod lifecycle;
 pub mod protocol;

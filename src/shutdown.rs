@@ -24,6 +24,9 @@ pub enum Reason {
     Trigger,
     /// A failure while serving, such as a supervised task that failed.
     Error,
+    /// A new process took over the listener (SPEC §7.4): this one drains and exits,
+    /// leaving what waits in the shared backlog to its successor.
+    Upgrade,
 }
 
 impl Reason {
@@ -32,6 +35,7 @@ impl Reason {
             Reason::Signal => 1,
             Reason::Trigger => 2,
             Reason::Error => 3,
+            Reason::Upgrade => 4,
         }
     }
 
@@ -40,6 +44,7 @@ impl Reason {
             1 => Some(Reason::Signal),
             2 => Some(Reason::Trigger),
             3 => Some(Reason::Error),
+            4 => Some(Reason::Upgrade),
             _ => None,
         }
     }
@@ -51,6 +56,7 @@ impl fmt::Display for Reason {
             Reason::Signal => "signal",
             Reason::Trigger => "trigger",
             Reason::Error => "error",
+            Reason::Upgrade => "upgrade",
         })
     }
 }

@@ -20,7 +20,7 @@ use crossbeam_channel::{Sender, TrySendError};
 
 use super::pool::{Job, PoolContext};
 use super::report::Stats;
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Reason, Shutdown};
 
 /// The longest the acceptor waits for a worker that is free but not yet back at
 /// the queue, before refusing the client after all.
@@ -84,7 +84,10 @@ impl Acceptor {
         let _drain_on_exit = StartDrainOnExit(self.context.draining.clone());
         let app = self.context.app.clone();
         self.accept_until(&app, None);
-        if !self.drain_delay.is_zero() && !app.is_forced() {
+        // After an upgrade the address keeps serving through the new process: there
+        // is no load balancer to wait for, and the backlog is the new process's.
+        let upgrade = app.reason() == Some(Reason::Upgrade);
+        if !self.drain_delay.is_zero() && !app.is_forced() && !upgrade {
             log::info!(
                 "not ready: still accepting for the drain delay of {:?}",
                 self.drain_delay
@@ -92,7 +95,7 @@ impl Acceptor {
             let started = app.triggered_at().unwrap_or_else(Instant::now);
             self.accept_until(&app, Some(started + self.drain_delay));
         }
-        self.stop_accepting();
+        self.stop_accepting(!upgrade);
     }
 
     /// Accepts and dispatches until the token fires, or, with `until`, until that
@@ -160,7 +163,11 @@ impl Acceptor {
     /// SPEC §2.3.2: take what waits in the kernel's backlog (closing the listener
     /// would reset it), close the listener, then hand every taken connection to the
     /// pool — blocking now is fine, as nothing new is accepted.
-    fn stop_accepting(self) {
+    ///
+    /// After an upgrade (`take_backlog` false) the listening socket lives on in the
+    /// new process: closing our descriptor resets nothing, and what waits in the
+    /// shared backlog is the new process's to serve (SPEC §7.4).
+    fn stop_accepting(self, take_backlog: bool) {
         let Acceptor {
             listener,
             jobs,
@@ -172,16 +179,22 @@ impl Acceptor {
         let dismissed = context.registry.dismiss_idle(context.handler.goodbye());
         log::debug!("{dismissed} idle connection(s) told goodbye");
         let mut backlog = Vec::new();
-        while let Accepted::One(stream, peer) = accept_one(&listener) {
-            Stats::bump(&context.stats.accepted);
-            backlog.push((stream, peer));
+        if take_backlog {
+            while let Accepted::One(stream, peer) = accept_one(&listener) {
+                Stats::bump(&context.stats.accepted);
+                backlog.push((stream, peer));
+            }
         }
         drop(listener);
         drop(refused);
-        log::info!(
-            "stopped accepting: listener closed, {} connection(s) taken from the backlog",
-            backlog.len()
-        );
+        if take_backlog {
+            log::info!(
+                "stopped accepting: listener closed, {} connection(s) taken from the backlog",
+                backlog.len()
+            );
+        } else {
+            log::info!("stopped accepting: the new process serves the shared backlog");
+        }
         let forced = context.draining.forced();
         let mut backlog = backlog.into_iter();
         for job in backlog.by_ref() {

@@ -18,7 +18,7 @@ mod report;
 use std::error::Error;
 use std::fmt;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 pub use connection::{Connection, Received};
+pub(crate) use listener::bind;
 pub use report::{exit_code, Outcome, Report};
 
 use crate::handler::Handler;
@@ -48,6 +49,8 @@ pub struct ServerBuilder {
     linger: Duration,
     stack_size: Option<usize>,
     accept_poll: Duration,
+    /// A listener handed in by the application (socket activation, an upgrade).
+    listener: Option<Arc<TcpListener>>,
 }
 
 impl Default for ServerBuilder {
@@ -63,6 +66,7 @@ impl Default for ServerBuilder {
             linger: Duration::from_secs(1),
             stack_size: Some(256 * 1024),
             accept_poll: Duration::from_millis(10),
+            listener: None,
         }
     }
 }
@@ -71,6 +75,15 @@ impl ServerBuilder {
     /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port.
     pub fn addr(mut self, addr: SocketAddr) -> Self {
         self.addr = addr;
+        self
+    }
+
+    /// Serves `listener` instead of binding [`ServerBuilder::addr`]: a socket the
+    /// application already has, such as one inherited through socket activation or
+    /// from the process it upgrades (see [`deploy`](crate::deploy)). It is made
+    /// nonblocking; its backlog and options stay as they are.
+    pub fn listener(mut self, listener: TcpListener) -> Self {
+        self.listener = Some(Arc::new(listener));
         self
     }
 
@@ -143,6 +156,24 @@ impl ServerBuilder {
         self
     }
 
+    /// The application's listener, made nonblocking, or a new one bound to `addr`.
+    fn take_listener(&mut self) -> Result<TcpListener, StartError> {
+        let bind_error = |addr, source| StartError::Bind { addr, source };
+        let Some(given) = self.listener.take() else {
+            return listener::bind(self.addr, self.backlog)
+                .map_err(|source| bind_error(self.addr, source));
+        };
+        let addr = given.local_addr().unwrap_or(self.addr);
+        // The builder may have been cloned: each server gets its own descriptor.
+        let listener = Arc::try_unwrap(given)
+            .or_else(|shared| shared.try_clone())
+            .map_err(|source| bind_error(addr, source))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|source| bind_error(addr, source))?;
+        Ok(listener)
+    }
+
     /// Binds the listener and starts the server's threads. The server runs until
     /// `shutdown` is triggered; then [`ServerHandle::join`] drains it.
     ///
@@ -150,15 +181,11 @@ impl ServerBuilder {
     /// [`StartError::Bind`] if the address cannot be bound (in use, not local, no
     /// permission); [`StartError::Spawn`] if a thread cannot be started.
     pub fn start<H: Handler>(
-        self,
+        mut self,
         handler: H,
         shutdown: &Shutdown,
     ) -> Result<ServerHandle, StartError> {
-        let listener =
-            listener::bind(self.addr, self.backlog).map_err(|source| StartError::Bind {
-                addr: self.addr,
-                source,
-            })?;
+        let listener = self.take_listener()?;
         let local_addr = listener.local_addr().map_err(|source| StartError::Bind {
             addr: self.addr,
             source,

@@ -1,6 +1,7 @@
 //! The command line: subcommands, options and their defaults, parsed by clap.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -9,7 +10,10 @@ use clap::{Args, Parser, Subcommand};
 ///
 /// On SIGINT, SIGTERM or SIGHUP the server stops accepting, finishes what is in
 /// flight, says goodbye, closes every connection cleanly and prints a report. A second
-/// signal forces the exit (code 130); a third exits at once.
+/// signal forces the exit (code 130); a third exits at once. SIGUSR2 upgrades: the
+/// binary on disk is started with the same arguments and the listening socket, and
+/// this process drains once the new one is ready. A socket passed by systemd
+/// (LISTEN_FDS) is served instead of --addr; NOTIFY_SOCKET gets READY/STOPPING.
 #[derive(Debug, Parser)]
 #[command(name = "lameduck", version, propagate_version = true)]
 #[command(subcommand_required = true, arg_required_else_help = true)]
@@ -81,6 +85,17 @@ pub struct ServerArgs {
     /// How long a graceful close waits for the client to close its side.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub linger: Duration,
+
+    /// Write the serving process's PID here once it is ready; an upgrade's new
+    /// process rewrites it; removed at exit by the process it names.
+    #[arg(long)]
+    pub pid_file: Option<PathBuf>,
+
+    /// On SIGUSR2 the binary is started again with the same arguments and handed the
+    /// listener; if it is not ready within this long it is killed and this process
+    /// keeps serving.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub upgrade_timeout: Duration,
 }
 
 impl ServerArgs {

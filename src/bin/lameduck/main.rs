@@ -5,12 +5,14 @@
 mod cli;
 
 use std::error::Error;
+use std::net::TcpListener;
 use std::process::ExitCode;
 
 use clap::Parser;
+use lameduck::deploy::Deploy;
 use lameduck::protocol::echo::Echo;
 use lameduck::protocol::http::{Hello, Http};
-use lameduck::{signals, Lifecycle, ServerBuilder, Shutdown};
+use lameduck::{signals, Lifecycle, Reason, ServerBuilder, Shutdown};
 
 use cli::{Cli, Command, ServerArgs};
 
@@ -47,9 +49,9 @@ fn one_line(err: &dyn Error) -> String {
     text
 }
 
-fn builder(args: &ServerArgs, life: &Lifecycle) -> ServerBuilder {
+fn builder(args: &ServerArgs, life: &Lifecycle, listener: TcpListener) -> ServerBuilder {
     lameduck::Server::builder()
-        .addr(args.addr)
+        .listener(listener)
         .workers(args.workers as usize)
         .queue(args.queue)
         .backlog(args.backlog)
@@ -63,24 +65,29 @@ fn builder(args: &ServerArgs, life: &Lifecycle) -> ServerBuilder {
 /// The whole run: signals, the lifecycle, the server, and the report. Every
 /// shutdown takes one path: signal → drain → tasks → hooks → resources → report.
 fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
-    let shutdown = Shutdown::new();
-    // Before `listening on`: a signal sent right after that line must be graceful.
-    signals::install(&shutdown)?;
     let server_args = match &cli.command {
         Command::Echo(args) => &args.server,
         Command::Http(args) => &args.server,
     };
+    let mut deploy = Deploy::from_env()?.upgrade_on_sigusr2(server_args.upgrade_timeout);
+    if let Some(path) = &server_args.pid_file {
+        deploy = deploy.pid_file(path);
+    }
+    let shutdown = Shutdown::new();
+    // Before `listening on`: a signal sent right after that line must be graceful.
+    signals::install(&shutdown)?;
     let (budget, cleanup) = server_args.budget();
-    let life = Lifecycle::new(&shutdown)
+    let mut life = Lifecycle::new(&shutdown)
         .with_budget(budget)
         .with_cleanup_reserve(cleanup);
+    let listener = deploy.listen(server_args.addr, server_args.backlog)?;
     let server = match &cli.command {
         Command::Echo(args) => {
             let echo = Echo::new()
                 .max_line(args.max_line)
                 .idle_timeout(args.server.idle_timeout)
                 .goodbye(&args.goodbye);
-            builder(&args.server, &life).start(echo, &shutdown)?
+            builder(&args.server, &life, listener).start(echo, &shutdown)?
         }
         Command::Http(args) => {
             let http = Http::new(Hello::new().work_delay(args.work_delay))
@@ -90,12 +97,24 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
                 .header_timeout(args.header_timeout)
                 .body_timeout(args.body_timeout)
                 .idle_timeout(args.server.idle_timeout);
-            builder(&args.server, &life).start(http, &shutdown)?
+            builder(&args.server, &life, listener).start(http, &shutdown)?
         }
     };
     server.announce()?;
+    // Serving already: a failure here is a shutdown with reason=error, drained.
+    let deployed = match deploy.ready(&mut life) {
+        Ok(deployed) => Some(deployed),
+        Err(err) => {
+            log::error!("{}", one_line(&err));
+            shutdown.trigger_with(Reason::Error);
+            None
+        }
+    };
 
     let report = life.serve(server);
+    if let Some(deployed) = deployed {
+        deployed.finish(&report);
+    }
     println!("{report}");
     Ok(report.exit_code())
 }

@@ -1,0 +1,527 @@
+//! Deploys that drop nothing (SPEC §7): socket activation, systemd notifications, a
+//! pid file, and upgrades on SIGUSR2 that hand the listening socket to a new process.
+//!
+//! A restart that closes the listener and binds it again refuses every client that
+//! connects in between. Here the socket outlives the process instead: systemd can
+//! hold it and pass it in (socket activation), and a running server can pass it to
+//! its successor (an upgrade), whose backlog is then the same kernel queue — nothing
+//! is refused, nothing is reset. The old process drains only once the new one says
+//! it is ready, and keeps serving if it never does.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use lameduck::{deploy::Deploy, protocol::echo::Echo, signals, Lifecycle, Server, Shutdown};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // First thing: take inherited sockets before anything else starts.
+//! let mut deploy = Deploy::from_env()?
+//!     .pid_file("/run/echo.pid")
+//!     .upgrade_on_sigusr2(Duration::from_secs(10));
+//! let shutdown = Shutdown::new();
+//! signals::install(&shutdown)?;
+//! let mut life = Lifecycle::new(&shutdown);
+//! // The socket systemd or the previous process handed over, or a new one.
+//! let listener = deploy.listen("127.0.0.1:8080".parse()?, 1024)?;
+//! let server = Server::builder()
+//!     .listener(listener)
+//!     .drain_timeout(life.drain_timeout())
+//!     .start(Echo::new(), &shutdown)?;
+//! server.announce()?;
+//! // READY=1, the pid file, and the predecessor (if any) told to drain.
+//! let deployed = deploy.ready(&mut life)?;
+//! let report = life.serve(server);
+//! deployed.finish(&report);
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+//!
+//! Unix only: elsewhere [`Deploy::listen`] binds, the pid file works, and asking for
+//! upgrades logs that they are unsupported.
+
+#[cfg(unix)]
+mod activation;
+#[cfg(unix)]
+mod notify;
+mod pid_file;
+#[cfg(unix)]
+mod upgrade;
+
+use std::error::Error;
+use std::ffi::OsString;
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::lifecycle::{Lifecycle, Report};
+use crate::shutdown::{Reason, Shutdown};
+use pid_file::PidFile;
+
+/// Default of [`Deploy::upgrade_on_sigusr2`]'s timeout in the binary.
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Extra time asked of the service manager beyond the shutdown budget, for the
+/// report and the exit itself.
+const EXIT_MARGIN: Duration = Duration::from_secs(1);
+
+/// Why a deploy step failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum DeployError {
+    /// An inherited descriptor (`LISTEN_FDS`) is not what the protocol promises.
+    Inherited(io::Error),
+    /// No socket was inherited and `addr` could not be bound.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// The pid file could not be written.
+    PidFile {
+        /// Its path.
+        path: PathBuf,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// The upgrade signal could not be caught, or a thread not started.
+    Setup(io::Error),
+}
+
+impl fmt::Display for DeployError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeployError::Inherited(err) => write!(f, "{err}"),
+            DeployError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            DeployError::PidFile { path, source } => {
+                write!(f, "cannot write pid file {}: {source}", path.display())
+            }
+            DeployError::Setup(err) => write!(f, "cannot set up upgrades: {err}"),
+        }
+    }
+}
+
+impl Error for DeployError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            DeployError::Inherited(err) | DeployError::Setup(err) => Some(err),
+            DeployError::Bind { source, .. } | DeployError::PidFile { source, .. } => Some(source),
+        }
+    }
+}
+
+/// The deploy side of a server, from the environment it was started in to the
+/// moment it is ready. See the [module docs](self).
+#[derive(Debug)]
+#[must_use = "a deploy does nothing until `listen` and `ready` are called"]
+pub struct Deploy {
+    pid_file: Option<PathBuf>,
+    upgrade_timeout: Option<Duration>,
+    /// How the successor is started: the program as this one was started, and
+    /// the same arguments.
+    program: Option<PathBuf>,
+    args: Vec<OsString>,
+    /// The serving socket's twin, handed to a successor.
+    listener: Option<TcpListener>,
+    local_addr: Option<SocketAddr>,
+    #[cfg(unix)]
+    inherited: activation::Inherited,
+    #[cfg(unix)]
+    notifier: notify::Notifier,
+    #[cfg(unix)]
+    usr2: Option<signal_hook::iterator::Signals>,
+}
+
+impl Deploy {
+    /// Reads what the process was started with: sockets passed by systemd or by the
+    /// process this one upgrades (then clears those variables), and `NOTIFY_SOCKET`.
+    /// Call it first in `main`, before other threads start.
+    ///
+    /// # Errors
+    /// [`DeployError::Inherited`] if `LISTEN_FDS` is addressed to this process but fd 3
+    /// is not a listening TCP socket.
+    pub fn from_env() -> Result<Deploy, DeployError> {
+        let mut args = std::env::args_os();
+        let program = args.next().and_then(|argv0| program_path(&argv0));
+        #[cfg(unix)]
+        let inherited = activation::take_from_env().map_err(DeployError::Inherited)?;
+        let deploy = Deploy {
+            pid_file: None,
+            upgrade_timeout: None,
+            program,
+            args: args.collect(),
+            listener: None,
+            local_addr: None,
+            #[cfg(unix)]
+            inherited,
+            #[cfg(unix)]
+            notifier: notify::Notifier::from_env(),
+            #[cfg(unix)]
+            usr2: None,
+        };
+        deploy.notify("STATUS=starting");
+        Ok(deploy)
+    }
+
+    /// Writes the serving process's PID to `path` once it is ready; a successor
+    /// rewrites it, and it is removed at exit by the process it names. Default: none.
+    pub fn pid_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.pid_file = Some(path.into());
+        self
+    }
+
+    /// Upgrades on SIGUSR2: start the program again, hand it the listener, drain once
+    /// it is ready, or kill it and keep serving if it is not ready within `timeout`.
+    /// Default: off (SIGUSR2 keeps its default action, which ends the process).
+    pub fn upgrade_on_sigusr2(mut self, timeout: Duration) -> Self {
+        self.upgrade_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether this process was started by an upgrade and will tell its predecessor
+    /// when it is ready.
+    pub fn is_upgrade(&self) -> bool {
+        #[cfg(unix)]
+        return self.inherited.handshake.is_some();
+        #[cfg(not(unix))]
+        false
+    }
+
+    /// The listening socket: the inherited one if there is one (then `addr` and
+    /// `backlog` are not used), else `addr` bound with `backlog`. Give it to
+    /// [`ServerBuilder::listener`](crate::ServerBuilder::listener).
+    ///
+    /// # Errors
+    /// [`DeployError::Bind`] if `addr` cannot be bound; [`DeployError::Setup`] if
+    /// upgrades were asked for and SIGUSR2 cannot be caught.
+    pub fn listen(&mut self, addr: SocketAddr, backlog: u32) -> Result<TcpListener, DeployError> {
+        let bind_error = |source| DeployError::Bind { addr, source };
+        #[cfg(unix)]
+        let inherited = self.inherited.listener.take();
+        #[cfg(not(unix))]
+        let inherited: Option<TcpListener> = None;
+        let listener = match inherited {
+            Some(listener) => {
+                log::info!(
+                    "serving the inherited socket {}",
+                    listener
+                        .local_addr()
+                        .map_or_else(|err| err.to_string(), |a| a.to_string())
+                );
+                listener
+            }
+            None => crate::server::bind(addr, backlog).map_err(bind_error)?,
+        };
+        self.local_addr = listener.local_addr().ok();
+        if self.upgrade_timeout.is_some() {
+            self.listener = Some(listener.try_clone().map_err(bind_error)?);
+            self.catch_sigusr2()?;
+        }
+        Ok(listener)
+    }
+
+    /// Catches SIGUSR2 now, before the server says it is ready: its default action
+    /// would end the process.
+    #[cfg(unix)]
+    fn catch_sigusr2(&mut self) -> Result<(), DeployError> {
+        if self.usr2.is_none() {
+            let signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR2])
+                .map_err(DeployError::Setup)?;
+            self.usr2 = Some(signals);
+        }
+        Ok(())
+    }
+
+    #[cfg(not(unix))]
+    fn catch_sigusr2(&mut self) -> Result<(), DeployError> {
+        log::warn!("upgrades on SIGUSR2 are not supported on this platform");
+        Ok(())
+    }
+
+    /// The server is listening and announced: write the pid file, tell the service
+    /// manager (`READY=1`) and the process this one upgrades (which then drains), and
+    /// start watching for SIGUSR2. When `life`'s shutdown begins, the service manager
+    /// is told `STOPPING=1` and given the rest of the budget (`EXTEND_TIMEOUT_USEC`),
+    /// so a unit's stop timeout never kills a drain that is within it.
+    ///
+    /// # Errors
+    /// [`DeployError::PidFile`] if the pid file cannot be written;
+    /// [`DeployError::Setup`] if the watching thread cannot start.
+    pub fn ready(mut self, life: &mut Lifecycle) -> Result<Deployed, DeployError> {
+        let pid_file = match &self.pid_file {
+            Some(path) => Some(PidFile::write(path).map_err(|source| DeployError::PidFile {
+                path: path.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        let serving = match self.local_addr {
+            Some(addr) => format!("serving on {addr}"),
+            None => "serving".to_owned(),
+        };
+        self.notify(&format!("READY=1\nSTATUS={serving}"));
+        self.tell_predecessor();
+        let shutdown = life.shutdown().clone();
+        let budget = life.budget();
+        #[cfg(unix)]
+        {
+            let notifier = self.notifier.clone();
+            life.on_cleanup("notify", Duration::from_secs(1), move || {
+                notifier.send("STATUS=cleanup: closing resources");
+                Ok(())
+            });
+        }
+        let watcher = self.watch(shutdown.clone(), budget, serving)?;
+        Ok(Deployed {
+            pid_file,
+            watcher,
+            #[cfg(unix)]
+            notifier: self.notifier.clone(),
+        })
+    }
+
+    #[cfg(unix)]
+    fn tell_predecessor(&mut self) {
+        use std::io::Write;
+        if let Some(mut channel) = self.inherited.handshake.take() {
+            match channel.write_all(upgrade::READY) {
+                Ok(()) => log::info!("upgrade: told the previous process we are ready"),
+                Err(err) => log::warn!("upgrade: cannot tell the previous process: {err}"),
+            }
+        }
+    }
+
+    #[cfg(not(unix))]
+    fn tell_predecessor(&mut self) {}
+
+    fn notify(&self, lines: &str) {
+        #[cfg(unix)]
+        self.notifier.send(lines);
+        #[cfg(not(unix))]
+        let _ = lines;
+    }
+
+    /// Starts the thread that turns SIGUSR2 into upgrades and the start of the
+    /// shutdown into `STOPPING=1`.
+    #[cfg(unix)]
+    fn watch(
+        &mut self,
+        shutdown: Shutdown,
+        budget: Duration,
+        serving: String,
+    ) -> Result<Option<Watcher>, DeployError> {
+        let requests = match self.usr2.take() {
+            Some(signals) => Some(forward_signals(signals, &shutdown)?),
+            None => None,
+        };
+        let upgrader = match (&self.program, self.listener.take(), self.upgrade_timeout) {
+            (Some(program), Some(listener), Some(timeout)) => Some(upgrade::Upgrader {
+                program: program.clone(),
+                args: self.args.clone(),
+                listener,
+                timeout,
+            }),
+            _ => None,
+        };
+        let notifier = self.notifier.clone();
+        let (upgrades, handle) = match requests {
+            Some((upgrades, handle)) => (upgrades, Some(handle)),
+            None => (crossbeam_channel::never(), None),
+        };
+        let watching = shutdown.clone();
+        thread::Builder::new()
+            .name("lameduck-deploy".into())
+            .spawn(move || {
+                let stage = Stage {
+                    shutdown: watching,
+                    notifier,
+                    upgrader,
+                    serving,
+                };
+                stage.run(&upgrades, budget);
+            })
+            .map_err(DeployError::Setup)?;
+        Ok(handle.map(|handle| Watcher { signals: handle }))
+    }
+
+    #[cfg(not(unix))]
+    fn watch(
+        &mut self,
+        _shutdown: Shutdown,
+        _budget: Duration,
+        _serving: String,
+    ) -> Result<Option<Watcher>, DeployError> {
+        Ok(None)
+    }
+}
+
+/// The program to start on an upgrade: `argv[0]` as the process was started (made
+/// absolute), so a deploy that replaced the file or moved a symlink runs the new
+/// version; the running executable's path only when `argv[0]` was found on `PATH`.
+fn program_path(argv0: &OsString) -> Option<PathBuf> {
+    let given = Path::new(argv0);
+    if given.components().count() > 1 {
+        return std::env::current_dir().ok().map(|dir| dir.join(given));
+    }
+    std::env::current_exe().ok()
+}
+
+/// What keeps watching after [`Deploy::ready`].
+#[derive(Debug)]
+struct Watcher {
+    #[cfg(unix)]
+    signals: signal_hook::iterator::Handle,
+}
+
+/// A process that is serving and known to the service manager; [`Deployed::finish`]
+/// closes the books at exit.
+#[derive(Debug)]
+#[must_use = "call `finish` at exit to remove the pid file and report the stop"]
+pub struct Deployed {
+    pid_file: Option<PidFile>,
+    watcher: Option<Watcher>,
+    #[cfg(unix)]
+    notifier: notify::Notifier,
+}
+
+impl Deployed {
+    /// Tells the service manager the process has stopped (unless it handed over to a
+    /// successor, which is the service now), removes the pid file if it still names
+    /// this process, and stops watching for SIGUSR2.
+    pub fn finish(mut self, report: &Report) {
+        if report.reason != Reason::Upgrade {
+            #[cfg(unix)]
+            self.notifier.send(&format!(
+                "STATUS=stopped: {}",
+                report.to_string().replace('\n', " ")
+            ));
+        }
+        self.close();
+    }
+
+    fn close(&mut self) {
+        if let Some(pid_file) = self.pid_file.take() {
+            pid_file.remove();
+        }
+        if let Some(watcher) = self.watcher.take() {
+            #[cfg(unix)]
+            watcher.signals.close();
+            #[cfg(not(unix))]
+            drop(watcher);
+        }
+    }
+}
+
+impl Drop for Deployed {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Forwards SIGUSR2 to a channel from a thread of its own, dropping the ones that
+/// arrive once the shutdown has begun.
+#[cfg(unix)]
+fn forward_signals(
+    mut signals: signal_hook::iterator::Signals,
+    shutdown: &Shutdown,
+) -> Result<
+    (
+        crossbeam_channel::Receiver<()>,
+        signal_hook::iterator::Handle,
+    ),
+    DeployError,
+> {
+    let handle = signals.handle();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let shutdown = shutdown.clone();
+    thread::Builder::new()
+        .name("lameduck-sigusr2".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                if shutdown.is_triggered() {
+                    log::info!("SIGUSR2 ignored: already shutting down");
+                } else if tx.send(()).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(DeployError::Setup)?;
+    Ok((rx, handle))
+}
+
+/// The deploy thread's state: serving until the shutdown, upgrading on request.
+#[cfg(unix)]
+struct Stage {
+    shutdown: Shutdown,
+    notifier: notify::Notifier,
+    upgrader: Option<upgrade::Upgrader>,
+    serving: String,
+}
+
+#[cfg(unix)]
+impl Stage {
+    fn run(self, upgrades: &crossbeam_channel::Receiver<()>, budget: Duration) {
+        let triggered = self.shutdown.triggered();
+        loop {
+            crossbeam_channel::select! {
+                recv(triggered) -> _ => break,
+                recv(upgrades) -> request => {
+                    if request.is_err() {
+                        break;
+                    }
+                    self.upgrade();
+                    // One upgrade at a time: requests that came during this one are
+                    // not queued behind it.
+                    let ignored = upgrades.try_iter().count();
+                    if ignored > 0 {
+                        log::warn!("{ignored} SIGUSR2 ignored: they came during an upgrade");
+                    }
+                }
+            }
+        }
+        self.shutdown.wait();
+        self.draining(budget);
+    }
+
+    fn upgrade(&self) {
+        let Some(upgrader) = &self.upgrader else {
+            log::warn!("SIGUSR2 ignored: this process cannot restart itself");
+            return;
+        };
+        self.notifier
+            .send("STATUS=upgrading: starting a new process");
+        match upgrader.attempt(&self.shutdown) {
+            Ok(pid) => {
+                log::info!("upgrade: pid {pid} is ready; draining (reason=upgrade)");
+                // Before draining: from here on the unit is the new process, and
+                // this one's exit must not look like the service's.
+                self.notifier.send(&format!(
+                    "MAINPID={pid}\nSTATUS={} (pid {pid})",
+                    self.serving
+                ));
+                self.shutdown.trigger_with(Reason::Upgrade);
+            }
+            Err(err) => {
+                log::error!("upgrade failed: {err}; still serving");
+                self.notifier
+                    .send(&format!("STATUS={} (last upgrade failed)", self.serving));
+            }
+        }
+    }
+
+    /// `STOPPING=1` and the rest of the budget, unless the service is a successor now.
+    fn draining(&self, budget: Duration) {
+        let reason = self.shutdown.reason().unwrap_or(Reason::Trigger);
+        if reason == Reason::Upgrade {
+            return;
+        }
+        let began = self.shutdown.triggered_at().unwrap_or_else(Instant::now);
+        let left = budget.saturating_sub(began.elapsed()) + EXIT_MARGIN;
+        let usec = u64::try_from(left.as_micros()).unwrap_or(u64::MAX);
+        self.notifier.send(&format!(
+            "STOPPING=1\nSTATUS=draining (reason={reason})\nEXTEND_TIMEOUT_USEC={usec}"
+        ));
+    }
+}
