@@ -91,20 +91,39 @@ impl Process {
     }
 
     pub fn spawn_with_env(program: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
+        let mut command = Process::command(program, args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Process::start(command)
+    }
+
+    /// The command `spawn` runs, for a caller that adds to it (descriptors to
+    /// inherit, say) before [`Process::start`].
+    pub fn command(program: &Path, args: &[&str]) -> Command {
         let mut command = Command::new(program);
         command
             .args(args)
             .env("RUST_LOG", "info")
             .env_remove("RUST_BACKTRACE")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("LISTEN_FDS")
+            .env_remove("LISTEN_PID");
+        command
+    }
+
+    /// Starts `command` with piped stdout and stderr.
+    pub fn start(mut command: Command) -> Process {
+        command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        let mut child = command
-            .spawn()
-            .unwrap_or_else(|err| panic!("cannot start {}: {err}", program.display()));
+        let mut child = command.spawn().unwrap_or_else(|err| {
+            panic!(
+                "cannot start {}: {err}",
+                command.get_program().to_string_lossy()
+            )
+        });
         let stderr_seen = Arc::new(Mutex::new(Vec::new()));
         let stdout = pump(child.stdout.take().expect("piped stdout"), "stdout", None);
         let stderr = pump(
@@ -227,8 +246,36 @@ impl Process {
         (status, last)
     }
 
+    /// Waits for the exit, within `PATIENCE`, without reading stdout to its end (a
+    /// successor started by an upgrade may still hold it).
+    #[track_caller]
+    pub fn exit_status(&mut self) -> ExitStatus {
+        self.wait_exit(Instant::now() + PATIENCE)
+    }
+
+    /// The next stdout line that starts with `prefix`, within `PATIENCE`; the lines
+    /// before it are kept for `dump`.
+    #[track_caller]
+    pub fn stdout_line_starting(&mut self, prefix: &str) -> String {
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.stdout.recv_deadline(deadline) {
+                Ok(line) => {
+                    self.stdout_seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(_) => panic!("no stdout line starting {prefix:?}\n{}", self.dump()),
+            }
+        }
+    }
+
     #[track_caller]
     fn wait_exit(&mut self, deadline: Instant) -> ExitStatus {
+        if let Some(status) = self.status {
+            return status;
+        }
         match self.exited.recv_deadline(deadline) {
             Ok(status) => {
                 self.status = Some(status);
