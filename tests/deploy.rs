@@ -16,7 +16,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use command_fds::{CommandFdExt, FdMapping};
 use support::{field, Process, GOODBYE, PATIENCE};
@@ -349,7 +349,7 @@ fn failed_upgrades_keep_the_old_process_serving_and_a_later_one_succeeds() {
     );
     let addr = server.listening_addr();
     let mut client = support::Client::connect(addr);
-    let mut round_trip = |client: &mut support::Client, text: &str| {
+    let round_trip = |client: &mut support::Client, text: &str| {
         client.send(format!("{text}\n").as_bytes()).unwrap();
         assert_eq!(client.expect_line(), format!("Echo: {text}\r\n"));
     };
