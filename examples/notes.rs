@@ -16,6 +16,10 @@
 //! HTTP side is lameduck's own handler with this service's routes.
 //!
 //! Stdout: `listening on <addr>`, then the report line at exit.
+//!
+//! Deploys: `--pid-file` and SIGUSR2 upgrade it like `lameduck http` (the new process
+//! opens the same database and serves beside the old one until the old one has
+//! drained), and a socket passed by systemd is served instead of `--addr`.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -25,6 +29,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use clap::Parser;
+use lameduck::deploy::Deploy;
 use lameduck::protocol::http::{Context, Http, Request, Response, Status};
 use lameduck::{signals, Lifecycle, Server, Shutdown};
 use rusqlite::{params, OptionalExtension};
@@ -71,6 +76,15 @@ struct Args {
     /// Largest note accepted (413 beyond).
     #[arg(long, default_value_t = 64 * 1024)]
     max_note: usize,
+
+    /// Write the serving process's PID here; an upgrade's new process rewrites it.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+
+    /// SIGUSR2 starts this program again with the same arguments and hands it the
+    /// listener; one not ready within this long is killed and this process serves on.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    upgrade_timeout: Duration,
 }
 
 /// The database, shared by every worker; `None` once closed. A mutex is all SQLite
@@ -216,6 +230,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<u8, Box<dyn Error>> {
+    // Sockets handed over by systemd or by the process this one upgrades.
+    let mut deploy = Deploy::from_env()?.upgrade_on_sigusr2(args.upgrade_timeout);
+    if let Some(path) = &args.pid_file {
+        deploy = deploy.pid_file(path);
+    }
     let shutdown = Shutdown::new();
     signals::install(&shutdown)?;
     let mut life = Lifecycle::new(&shutdown).with_budget(args.shutdown_timeout);
@@ -237,8 +256,10 @@ fn run(args: Args) -> Result<u8, Box<dyn Error>> {
     let http = Http::new(move |req: &Request, ctx: &Context<'_>| notes.route(req, ctx))
         .max_body(args.max_note)
         .idle_timeout(args.idle_timeout);
+    // During an upgrade two processes share the database: WAL and the busy timeout
+    // let the new one write while the old one finishes its last requests.
     let server = Server::builder()
-        .addr(args.addr)
+        .listener(deploy.listen(args.addr, 1024)?)
         .workers(args.workers)
         .queue(args.queue)
         .tick(args.tick)
@@ -246,9 +267,11 @@ fn run(args: Args) -> Result<u8, Box<dyn Error>> {
         .drain_timeout(life.drain_timeout())
         .start(http, &shutdown)?;
     server.announce()?;
+    let deployed = deploy.ready(&mut life)?;
 
     // serving → draining → cleanup (checkpoint task stops, then the database closes).
     let report = life.serve(server);
+    deployed.finish(&report);
     println!("{report}");
     Ok(report.exit_code())
 }

@@ -12,14 +12,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
 use command_fds::{CommandFdExt, FdMapping};
-use support::{field, Process, GOODBYE, PATIENCE};
+use support::{field, kill, KillOnDrop, Process, GOODBYE, PATIENCE};
 
 /// A directory of the test's own, removed at the end.
 struct TempDir(PathBuf);
@@ -41,30 +40,6 @@ impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.0);
     }
-}
-
-/// Processes the test did not start itself (an upgrade's successors), killed by PID
-/// at the end whatever happened.
-#[derive(Default)]
-struct Successors(Vec<u32>);
-
-impl Drop for Successors {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
-fn kill(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 fn alive(pid: u32) -> bool {
@@ -261,7 +236,7 @@ fn notify_socket_hears_ready_stopping_and_the_new_main_pid_and_the_pid_file_foll
     install_binary(&binary);
     let mut notes = Notifications::bind(&dir);
     let pid_file = dir.path("server.pid");
-    let mut successors = Successors::default();
+    let mut successors = Vec::new();
     let notify = notes.env();
     let mut server = Process::spawn_with_env(
         &binary,
@@ -280,7 +255,7 @@ fn notify_socket_hears_ready_stopping_and_the_new_main_pid_and_the_pid_file_foll
 
     server.signal("USR2");
     let successor: u32 = notes.expect("MAINPID=").parse().unwrap();
-    successors.0.push(successor);
+    successors.push(KillOnDrop(successor));
     assert_ne!(successor, server.pid());
     assert_eq!(
         read_pid(&pid_file),
@@ -334,7 +309,7 @@ fn failed_upgrades_keep_the_old_process_serving_and_a_later_one_succeeds() {
     let binary = dir.path("lameduck");
     install_binary(&binary);
     let pid_file = dir.path("server.pid");
-    let mut successors = Successors::default();
+    let mut successors = Vec::new();
     let mut server = Process::spawn(
         &binary,
         &[
@@ -371,7 +346,7 @@ fn failed_upgrades_keep_the_old_process_serving_and_a_later_one_succeeds() {
         .and_then(|rest| rest.split(';').next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {started:?}"));
-    successors.0.push(hung);
+    successors.push(KillOnDrop(hung));
     let failed = server.wait_stderr("upgrade failed");
     assert!(failed.contains("not ready within 1s"), "{failed}");
     assert!(!alive(hung), "the hanging process was killed and reaped");
@@ -390,7 +365,7 @@ fn failed_upgrades_keep_the_old_process_serving_and_a_later_one_succeeds() {
     assert_eq!(field(&report, "reason"), "upgrade");
     assert_eq!(server.exit_status().code(), Some(0));
     let successor = read_pid(&pid_file);
-    successors.0.push(successor);
+    successors.push(KillOnDrop(successor));
     assert_ne!(successor, server.pid());
     // The old process said goodbye to its client; the address serves on.
     assert_eq!(client.expect_line(), GOODBYE);
@@ -577,7 +552,7 @@ fn upgrade_under_load(protocol: Protocol, name: &str, upgrades: usize) {
     let binary = dir.path("lameduck");
     install_binary(&binary);
     let mut notes = Notifications::bind(&dir);
-    let mut successors = Successors::default();
+    let mut successors = Vec::new();
     let subcommand = match protocol {
         Protocol::Echo => "echo",
         Protocol::Http => "http",
@@ -603,7 +578,7 @@ fn upgrade_under_load(protocol: Protocol, name: &str, upgrades: usize) {
     for round in 0..upgrades {
         kill("USR2", current);
         let next: u32 = notes.expect("MAINPID=").parse().unwrap();
-        successors.0.push(next);
+        successors.push(KillOnDrop(next));
         assert_eq!(
             server.stdout_line_starting("listening on "),
             format!("listening on {addr}"),

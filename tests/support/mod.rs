@@ -322,6 +322,29 @@ impl Drop for Process {
     }
 }
 
+/// Sends a real signal (`TERM`, `USR2`, ...) to a process by PID: one the test did
+/// not start itself, such as an upgrade's successor.
+pub fn kill(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// A process the test did not start (an upgrade's successor), killed by PID when
+/// dropped whatever happened.
+pub struct KillOnDrop(pub u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &self.0.to_string()])
+            .status();
+    }
+}
+
 /// Waits for the exit and returns the exit code and the report line, after checking
 /// the line has the contract's shape: `stopped` and at least SPEC §3's keys.
 #[track_caller]
