@@ -268,8 +268,12 @@ impl Deploy {
         #[cfg(unix)]
         {
             let notifier = self.notifier.clone();
+            let stopping = shutdown.clone();
             life.on_cleanup("notify", Duration::from_secs(1), move || {
-                notifier.send("STATUS=cleanup: closing resources");
+                // After a handover the successor's status is the service's.
+                if stopping.reason() != Some(Reason::Upgrade) {
+                    notifier.send("STATUS=cleanup: closing resources");
+                }
                 Ok(())
             });
         }
