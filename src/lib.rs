@@ -52,7 +52,10 @@
 //!   deadline, with a report of which finished, failed, panicked or were detached;
 //! - [`lifecycle`]: startup, shutdown and cleanup hooks, resources closed last-in
 //!   first-out, one shutdown budget, and the report of the whole shutdown
-//!   ([`Lifecycle::serve`] runs a server through it).
+//!   ([`Lifecycle::serve`] runs a server through it);
+//! - [`deploy`]: restarts and upgrades that refuse nothing — socket activation,
+//!   systemd notifications, a pid file, and upgrades on SIGUSR2 that hand the
+//!   listening socket to a new process and drain only once it is ready.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
