@@ -82,3 +82,26 @@ fn force_cuts_the_drain_short() {
     assert_eq!(report.outcome, Outcome::Forced);
     assert_eq!(report.exit_code(), 130);
 }
+
+/// A program that already has its listener (socket activation, an upgrade, a port it
+/// bound itself) hands it to the server; an upgrade's drain leaves the backlog alone.
+#[test]
+fn a_server_serves_a_listener_the_program_already_has() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = Shutdown::new();
+    let server = Server::builder()
+        .listener(listener)
+        .start(lameduck::protocol::echo::Echo::new(), &shutdown)
+        .unwrap();
+    assert_eq!(server.local_addr(), addr);
+    let mut client = Client::connect(addr);
+    client.send(b"mine\n").unwrap();
+    assert_eq!(client.expect_line(), "Echo: mine\r\n");
+    shutdown.trigger_with(Reason::Upgrade);
+    assert_eq!(client.expect_line(), support::GOODBYE);
+    let report = server.join();
+    assert_eq!(report.reason, Reason::Upgrade);
+    assert_eq!(report.outcome, Outcome::Clean);
+    assert_eq!(report.exit_code(), 0);
+}
