@@ -360,3 +360,130 @@ fn work_past_the_drain_deadline_is_forced_and_exits_124() {
     assert!(report.contains(" detached_threads=0 "), "{report}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// How a closed-loop client's run ended: the responses it read, or what went wrong.
+type LoopEnd = Result<usize, String>;
+
+/// A keep-alive client that sends its next request as soon as it has read a
+/// response, on one connection, until a response carries `Connection: close`; then
+/// it expects a clean EOF. Every response read is reported on `progress`.
+fn closed_loop_client(addr: SocketAddr, progress: crossbeam_channel::Sender<()>) -> LoopEnd {
+    use std::io::{BufRead, Read};
+    let mut client = connect(addr);
+    let deadline = Instant::now() + PATIENCE;
+    for answered in 0.. {
+        if Instant::now() > deadline {
+            return Err(format!("no `Connection: close` within {PATIENCE:?}"));
+        }
+        client
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .map_err(|err| format!("request {answered}: write failed: {err}"))?;
+        match client.fill_buf() {
+            Ok([]) => return Err(format!("request {answered}: EOF instead of a response")),
+            Ok(_) => {}
+            Err(err) => return Err(format!("request {answered}: {err}")),
+        }
+        let reply = read_reply(&mut client, false);
+        if reply.status != 200 || reply.text() != "Hello, World!" {
+            return Err(format!("request {answered}: {reply:?}"));
+        }
+        let _ = progress.send(());
+        if reply.header("connection") == Some("close") {
+            let mut rest = Vec::new();
+            return match client.read_to_end(&mut rest) {
+                Ok(0) => Ok(answered + 1),
+                Ok(_) => Err(format!("bytes after the last response: {rest:?}")),
+                Err(err) => Err(format!("after the last response: {err}")),
+            };
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+#[test]
+fn closed_loop_keep_alive_clients_lose_no_request_to_sigterm() {
+    const CLIENTS: usize = 16;
+    // The grace must outlast the longest a client thread waits for a core between
+    // reading a response and sending the next request. A second covers a loaded CI
+    // machine; the figures for the default are the bench's (benches/keepalive_grace.rs).
+    let (mut server, addr) = http_server(&["--keepalive-grace", "1s"]);
+    let (progress_tx, progress) = crossbeam_channel::unbounded();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let progress = progress_tx.clone();
+            std::thread::spawn(move || closed_loop_client(addr, progress))
+        })
+        .collect();
+    drop(progress_tx);
+    let deadline = Instant::now() + PATIENCE;
+    for _ in 0..CLIENTS * 20 {
+        progress
+            .recv_deadline(deadline)
+            .expect("the clients make progress before the signal");
+    }
+    server.signal("TERM");
+    let ends: Vec<LoopEnd> = clients
+        .into_iter()
+        .map(|client| client.join().expect("a client thread"))
+        .collect();
+    let failures: Vec<&String> = ends.iter().filter_map(|end| end.as_ref().err()).collect();
+    assert!(
+        failures.is_empty(),
+        "every request sent got a response, the last with `Connection: close`, then \
+         EOF; instead: {failures:#?}"
+    );
+    let report = assert_clean_exit(&mut server);
+    assert_eq!(
+        support::field_num(&report, "drained"),
+        CLIENTS as u64,
+        "{report}"
+    );
+}
+
+#[test]
+fn a_request_within_the_keep_alive_grace_is_answered_with_connection_close() {
+    let (mut server, addr) = http_server(&["--keepalive-grace", "3s"]);
+    let mut client = connect(addr);
+    send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut client, false).status, 200);
+    server.signal("TERM");
+    server.wait_stderr("stopped accepting");
+    // Draining has begun, and the connection is idle but within its grace: a request
+    // that arrives now is still answered, as the last one.
+    send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    let reply = read_reply(&mut client, false);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eof(&mut client);
+    let report = assert_clean_exit(&mut server);
+    assert!(report.contains(" drained=1 "), "{report}");
+}
+
+#[test]
+fn a_long_idle_connection_is_closed_at_once_despite_the_grace() {
+    let grace = Duration::from_secs(1);
+    let (mut server, addr) = http_server(&["--keepalive-grace", "1s"]);
+    let mut idle = connect(addr);
+    send(&mut idle, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut idle, false).status, 200);
+    // The client idles on purpose, longer than the grace: this sleep is the
+    // condition under test, not a wait for the server.
+    std::thread::sleep(grace * 2);
+    let signalled = Instant::now();
+    server.signal("TERM");
+    assert_eof(&mut idle);
+    let closed = signalled.elapsed();
+    drop(idle);
+    assert_clean_exit(&mut server);
+    let exited = signalled.elapsed();
+    // The linger is 300 ms (see `http_server`), and the client closes at EOF.
+    assert!(
+        closed < grace / 2,
+        "closed {closed:?} after the signal, not at once"
+    );
+    assert!(
+        exited < grace,
+        "the server exited {exited:?} after the signal: the grace held it"
+    );
+}

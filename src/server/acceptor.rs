@@ -175,9 +175,9 @@ impl Acceptor {
             context,
             ..
         } = self;
+        // Idle connections are dismissed by the join loop as this wakes it: their
+        // keep-alive grace and linger are timed there.
         context.draining.trigger();
-        let dismissed = context.registry.dismiss_idle(context.handler.goodbye());
-        log::debug!("{dismissed} idle connection(s) told goodbye");
         let mut backlog = Vec::new();
         if take_backlog {
             while let Accepted::One(stream, peer) = accept_one(&listener) {

@@ -63,6 +63,9 @@ pub struct Connection<'a> {
     slot: Option<SlotGuard<'a>>,
     /// Our side already sent FIN (a dismissal did).
     write_closed: bool,
+    /// When the last [`Connection::write_all`] finished: a keep-alive grace counts
+    /// from the last reply.
+    last_write: Option<Instant>,
     spin: Option<Spin<'a>>,
     /// Set when this server stops accepting: handlers say goodbye.
     draining: Shutdown,
@@ -100,6 +103,7 @@ impl<'a> Connection<'a> {
             deadline: None,
             slot,
             write_closed: false,
+            last_write: None,
             spin,
             draining,
             app,
@@ -230,7 +234,7 @@ impl<'a> Connection<'a> {
         let Some(slot) = self.slot.as_ref() else {
             return self.read(buf);
         };
-        match slot.enter_idle(self.is_draining()) {
+        match slot.enter_idle(self.is_draining(), self.last_write) {
             State::Dismissed => {
                 self.write_closed = true;
                 return Ok(Received::Dismissed);
@@ -316,6 +320,7 @@ impl<'a> Connection<'a> {
                 Err(err) => return Err(err),
             }
         }
+        self.last_write = Some(Instant::now());
         Ok(())
     }
 

@@ -191,6 +191,7 @@ impl ServerBuilder {
             source,
         })?;
         let busy_reply = handler.busy_reply().to_vec();
+        let grace = handler.keepalive_grace();
         let stats = Arc::new(Stats::default());
         let draining = Shutdown::new();
         let context = Arc::new(PoolContext {
@@ -198,7 +199,7 @@ impl ServerBuilder {
             stats: Arc::clone(&stats),
             serving: AtomicUsize::new(0),
             spin_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            registry: registry::Registry::new(self.workers),
+            registry: registry::Registry::new(self.workers, grace),
             tick: self.tick,
             linger: self.linger,
             draining: draining.clone(),
@@ -378,14 +379,13 @@ impl ServerHandle {
             ..
         } = self;
 
-        // Dismissed connections linger in reads without a tick; end their linger on
-        // time (see `Registry::release_dismissed`) unless the deadline comes first.
-        let release_at = started + config.drain_delay + config.linger;
-        let mut end = crew.join_until(deadline.min(release_at), &shutdown.forced());
-        if end == JoinEnd::DeadlinePassed && release_at < deadline {
-            context.registry.release_dismissed();
-            end = crew.join_until(deadline, &shutdown.forced());
-        }
+        let end = drain(
+            &mut crew,
+            &context,
+            config.linger,
+            deadline,
+            &shutdown.forced(),
+        );
         let outcome = match end {
             JoinEnd::AllExited => Outcome::Clean,
             JoinEnd::DeadlinePassed => {
@@ -441,5 +441,52 @@ impl ServerHandle {
         };
         log::info!("server stopped: {report}");
         report
+    }
+}
+
+/// Waits for the crew while carrying out the drain's timed steps, against
+/// `deadline`: idle connections are dismissed as soon as draining begins, those left
+/// alone for their keep-alive grace the moment it ends, and the linger of each
+/// dismissed connection is released `linger` after its own dismissal. Every wait is
+/// on the crew (a thread's exit wakes it) or the force, with the next step's instant
+/// as its deadline; a pass that finds nothing more to schedule waits for `deadline`.
+fn drain(
+    crew: &mut Crew,
+    context: &PoolContext,
+    linger: Duration,
+    deadline: Instant,
+    forced: &Receiver<()>,
+) -> JoinEnd {
+    // Draining begins in the acceptor, after the readiness delay, with the flag that
+    // idle workers check under their slot lock: dismissing before it is set could
+    // miss a worker about to go idle. A force makes the acceptor set it at once.
+    let draining = context.draining.triggered();
+    crossbeam_channel::select! {
+        recv(draining) -> _ => {}
+        recv(forced) -> _ => {}
+        default(deadline.saturating_duration_since(Instant::now())) => {
+            return crew.join_until(deadline, forced);
+        }
+    }
+    let goodbye = context.handler.goodbye();
+    loop {
+        let now = Instant::now();
+        let mut wake = deadline;
+        if context.draining.is_triggered() {
+            let pass = context.registry.dismiss_idle(goodbye, now);
+            if pass.dismissed > 0 {
+                log::debug!("{} idle connection(s) told goodbye", pass.dismissed);
+            }
+            if let Some(next) = pass.next {
+                wake = wake.min(next);
+            }
+        }
+        if let Some(next) = context.registry.release_dismissed(now, linger) {
+            wake = wake.min(next);
+        }
+        let end = crew.join_until(wake, forced);
+        if end != JoinEnd::DeadlinePassed || Instant::now() >= deadline {
+            return end;
+        }
     }
 }

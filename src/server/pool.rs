@@ -172,7 +172,7 @@ mod tests {
             stats: Arc::new(Stats::default()),
             serving: AtomicUsize::new(0),
             spin_cores: 0,
-            registry: Registry::new(1),
+            registry: Registry::new(1, Duration::ZERO),
             tick: Duration::from_millis(50),
             linger: Duration::from_millis(200),
             draining: Shutdown::new(),

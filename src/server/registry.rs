@@ -12,11 +12,24 @@
 //! goodbye and EOF, closes — or when a line that crossed the goodbye arrives, which it
 //! then discards. [`Registry::force_close`] shuts every registered socket down both
 //! ways, which wakes a worker blocked in any read or write immediately.
+//!
+//! **Keep-alive grace** (SPEC §7.5). A client whose last response has just gone out
+//! is, more often than not, already sending its next request: closing its connection
+//! the instant draining begins turns that request into a bare EOF. So an idle slot
+//! remembers when its connection last wrote, and a dismissal leaves it alone until
+//! the handler's grace has passed since then; [`Dismissal::next`] says when the
+//! first one left alone runs out, and the server's join loop dismisses again at that
+//! instant. A request that arrives meanwhile wakes the worker, which answers it as
+//! the last one (`Connection: close`). The set of slots in grace only shrinks once
+//! draining has begun — a worker never marks itself idle after that — so the
+//! re-dismissals end within one grace. Each dismissal is stamped, so the linger of a
+//! connection dismissed late is counted from its own dismissal
+//! ([`Registry::release_dismissed`]).
 
 use std::io::{self, Write};
 use std::net::{Shutdown as Direction, TcpStream};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a dismissal may wait to write a goodbye into a socket whose send buffer
 /// is full (a client that does not read); past it the worker says goodbye itself.
@@ -36,12 +49,40 @@ pub(crate) enum State {
 struct Slot {
     stream: Option<TcpStream>,
     state: State,
+    /// When the connection last wrote (its last reply), while idle; `None` for one
+    /// that has not answered anything yet, which gets no grace.
+    replied_at: Option<Instant>,
+    /// When it was dismissed, until its linger is released.
+    dismissed_at: Option<Instant>,
+}
+
+impl Slot {
+    fn empty() -> Slot {
+        Slot {
+            stream: None,
+            state: State::Busy,
+            replied_at: None,
+            dismissed_at: None,
+        }
+    }
 }
 
 /// One slot per worker.
 #[derive(Debug)]
 pub(crate) struct Registry {
     slots: Vec<Mutex<Slot>>,
+    /// The handler's keep-alive grace.
+    grace: Duration,
+}
+
+/// What one pass of [`Registry::dismiss_idle`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Dismissal {
+    /// Connections told goodbye by this pass.
+    pub(crate) dismissed: usize,
+    /// The earliest instant an idle connection left alone for its grace runs out of
+    /// it: pass again then. `None` when none is left in grace.
+    pub(crate) next: Option<Instant>,
 }
 
 /// A worker's hold on its slot while it serves one connection.
@@ -55,17 +96,17 @@ fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
     slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
 impl Registry {
-    pub(crate) fn new(workers: usize) -> Registry {
+    /// Slots for `workers` workers; idle connections that replied less than `grace`
+    /// ago are left alone by dismissals until the grace has passed.
+    pub(crate) fn new(workers: usize, grace: Duration) -> Registry {
         Registry {
-            slots: (0..workers)
-                .map(|_| {
-                    Mutex::new(Slot {
-                        stream: None,
-                        state: State::Busy,
-                    })
-                })
-                .collect(),
+            slots: (0..workers).map(|_| Mutex::new(Slot::empty())).collect(),
+            grace,
         }
     }
 
@@ -73,19 +114,28 @@ impl Registry {
     pub(crate) fn attach(&self, index: usize, stream: TcpStream) -> Option<SlotGuard<'_>> {
         let slot = self.slots.get(index)?;
         let mut guard = lock(slot);
+        *guard = Slot::empty();
         guard.stream = Some(stream);
-        guard.state = State::Busy;
         Some(SlotGuard { slot })
     }
 
-    /// Says goodbye to every connection whose worker waits between requests. Call
-    /// after the draining flag is set: workers check it under the slot lock, so each
-    /// connection is dismissed here or notices draining itself, never neither.
-    pub(crate) fn dismiss_idle(&self, goodbye: &[u8]) -> usize {
-        let mut dismissed = 0;
+    /// Says goodbye to every connection whose worker waits between requests, except
+    /// those still within their grace at `now`. Call after the draining flag is set:
+    /// workers check it under the slot lock, so each connection is dismissed here or
+    /// notices draining itself, never neither. Calling it again is harmless.
+    pub(crate) fn dismiss_idle(&self, goodbye: &[u8], now: Instant) -> Dismissal {
+        let mut pass = Dismissal::default();
         for slot in &self.slots {
             let mut guard = lock(slot);
             if guard.state != State::Idle {
+                continue;
+            }
+            let grace_end = guard
+                .replied_at
+                .and_then(|at| at.checked_add(self.grace))
+                .filter(|end| *end > now);
+            if let Some(end) = grace_end {
+                pass.next = earliest(pass.next, end);
                 continue;
             }
             let Some(stream) = guard.stream.as_ref() else {
@@ -99,24 +149,35 @@ impl Registry {
             }
             if say_goodbye(stream, goodbye).is_ok() {
                 guard.state = State::Dismissed;
-                dismissed += 1;
+                guard.dismissed_at = Some(now);
+                pass.dismissed += 1;
             }
         }
-        dismissed
+        pass
     }
 
-    /// Ends the linger of dismissed connections whose client has not closed: their
-    /// workers sleep in a read without a tick, so the linger bound must come from
-    /// here. Shutting down the read side wakes that read with EOF.
-    pub(crate) fn release_dismissed(&self) {
+    /// Ends the linger of connections dismissed `linger` or more before `now` whose
+    /// client has not closed: their workers sleep in a read without a tick, so the
+    /// linger bound must come from here. Shutting down the read side wakes that read
+    /// with EOF. Returns when the next linger still running ends, to pass again then.
+    pub(crate) fn release_dismissed(&self, now: Instant, linger: Duration) -> Option<Instant> {
+        let mut next = None;
         for slot in &self.slots {
-            let guard = lock(slot);
-            if guard.state == State::Dismissed {
-                if let Some(stream) = guard.stream.as_ref() {
-                    let _ = stream.shutdown(Direction::Read);
-                }
+            let mut guard = lock(slot);
+            if guard.state != State::Dismissed {
+                continue;
+            }
+            let Some(due) = guard.dismissed_at.and_then(|at| at.checked_add(linger)) else {
+                continue;
+            };
+            if due > now {
+                next = earliest(next, due);
+            } else if let Some(stream) = guard.stream.as_ref() {
+                let _ = stream.shutdown(Direction::Read);
+                guard.dismissed_at = None;
             }
         }
+        next
     }
 
     /// Shuts down every registered socket both ways: blocked reads return EOF,
@@ -183,14 +244,16 @@ fn say_goodbye(stream: &TcpStream, goodbye: &[u8]) -> io::Result<()> {
 impl SlotGuard<'_> {
     /// Marks the worker idle before it blocks waiting for a request, unless draining
     /// has begun (then it must say goodbye itself) or it was dismissed already.
-    /// Returns the state the worker must act on.
-    pub(crate) fn enter_idle(&self, draining: bool) -> State {
+    /// `replied_at` is when the connection last wrote, if it has: its grace counts
+    /// from there. Returns the state the worker must act on.
+    pub(crate) fn enter_idle(&self, draining: bool, replied_at: Option<Instant>) -> State {
         let mut guard = lock(self.slot);
         match guard.state {
             State::Dismissed => State::Dismissed,
             _ if draining => State::Busy,
             _ => {
                 guard.state = State::Idle;
+                guard.replied_at = replied_at;
                 State::Idle
             }
         }
@@ -208,9 +271,7 @@ impl SlotGuard<'_> {
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        let mut guard = lock(self.slot);
-        guard.stream = None;
-        guard.state = State::Busy;
+        *lock(self.slot) = Slot::empty();
     }
 }
 
@@ -233,34 +294,41 @@ mod tests {
 
     #[test]
     fn an_idle_connection_is_told_goodbye_then_eof() {
-        let registry = Registry::new(1);
+        let registry = Registry::new(1, Duration::ZERO);
         let (server, mut client) = pair();
         let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
-        assert_eq!(slot.enter_idle(false), State::Idle);
-        assert_eq!(registry.dismiss_idle(b"bye\r\n"), 1);
+        // Without a grace, even a reply that has just gone out does not delay it.
+        assert_eq!(slot.enter_idle(false, Some(Instant::now())), State::Idle);
+        assert_eq!(
+            registry.dismiss_idle(b"bye\r\n", Instant::now()).dismissed,
+            1
+        );
         let mut seen = Vec::new();
         client.read_to_end(&mut seen).unwrap();
         assert_eq!(seen, b"bye\r\n");
         assert_eq!(slot.leave_idle(), State::Dismissed);
-        assert_eq!(slot.enter_idle(false), State::Dismissed);
+        assert_eq!(slot.enter_idle(false, None), State::Dismissed);
     }
 
     #[test]
     fn a_busy_connection_is_left_to_its_worker() {
-        let registry = Registry::new(1);
+        let registry = Registry::new(1, Duration::ZERO);
         let (server, _client) = pair();
         let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
-        assert_eq!(registry.dismiss_idle(b"bye\r\n"), 0);
+        assert_eq!(
+            registry.dismiss_idle(b"bye\r\n", Instant::now()).dismissed,
+            0
+        );
         // Draining has begun: the worker must say goodbye itself.
-        assert_eq!(slot.enter_idle(true), State::Busy);
+        assert_eq!(slot.enter_idle(true, None), State::Busy);
     }
 
     #[test]
     fn a_request_already_in_the_buffer_is_not_talked_over() {
-        let registry = Registry::new(1);
+        let registry = Registry::new(1, Duration::ZERO);
         let (server, mut client) = pair();
         let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
-        assert_eq!(slot.enter_idle(false), State::Idle);
+        assert_eq!(slot.enter_idle(false, None), State::Idle);
         client.write_all(b"request\n").unwrap();
         // Wait until the bytes are in the server's receive buffer.
         let mut peeked = [0u8; 8];
@@ -268,7 +336,10 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         assert_eq!(server.peek(&mut peeked).unwrap(), 8);
-        assert_eq!(registry.dismiss_idle(b"bye\r\n"), 0);
+        assert_eq!(
+            registry.dismiss_idle(b"bye\r\n", Instant::now()).dismissed,
+            0
+        );
         assert_eq!(slot.leave_idle(), State::Busy);
         // The peek left the socket blocking for the worker: after the request, a read
         // waits out its timeout instead of failing at once.
@@ -278,14 +349,14 @@ mod tests {
         server
             .set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         assert!(reader.read(&mut buf).is_err());
         assert!(started.elapsed() >= Duration::from_millis(40));
     }
 
     #[test]
     fn force_close_wakes_a_blocked_read() {
-        let registry = Registry::new(1);
+        let registry = Registry::new(1, Duration::ZERO);
         let (server, _client) = pair();
         let _slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
         let (woke_tx, woke_rx) = crossbeam_channel::bounded(1);
@@ -301,12 +372,137 @@ mod tests {
         assert_eq!(read, Some(0), "EOF after the force");
     }
 
+    /// True if the socket has nothing to read and is not at EOF: no goodbye yet.
+    fn quiet(stream: &TcpStream) -> bool {
+        stream.set_nonblocking(true).unwrap();
+        let result = (&*stream).read(&mut [0u8; 16]);
+        stream.set_nonblocking(false).unwrap();
+        matches!(result, Err(err) if err.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    #[test]
+    fn a_connection_within_its_grace_is_dismissed_when_the_grace_ends() {
+        let grace = Duration::from_millis(200);
+        let registry = Registry::new(1, grace);
+        let (server, mut client) = pair();
+        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let replied = Instant::now();
+        assert_eq!(slot.enter_idle(false, Some(replied)), State::Idle);
+
+        let early = registry.dismiss_idle(b"bye\r\n", replied + grace / 4);
+        assert_eq!(early.dismissed, 0, "still within its grace");
+        assert_eq!(early.next, Some(replied + grace), "pass again when it ends");
+        assert!(quiet(&client), "nothing sent to it yet");
+
+        let on_time = registry.dismiss_idle(b"bye\r\n", replied + grace);
+        assert_eq!(
+            on_time,
+            Dismissal {
+                dismissed: 1,
+                next: None
+            }
+        );
+        let mut seen = Vec::new();
+        client.read_to_end(&mut seen).unwrap();
+        assert_eq!(seen, b"bye\r\n");
+        assert_eq!(slot.leave_idle(), State::Dismissed);
+    }
+
+    #[test]
+    fn a_request_within_the_grace_leaves_the_connection_to_its_worker() {
+        let grace = Duration::from_millis(200);
+        let registry = Registry::new(1, grace);
+        let (server, client) = pair();
+        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let replied = Instant::now();
+        assert_eq!(slot.enter_idle(false, Some(replied)), State::Idle);
+        assert_eq!(registry.dismiss_idle(b"", replied).dismissed, 0);
+        // The request wakes the worker, which answers it instead of being dismissed.
+        assert_eq!(slot.leave_idle(), State::Busy);
+        let pass = registry.dismiss_idle(b"", replied + grace);
+        assert_eq!(pass, Dismissal::default(), "a busy worker is not dismissed");
+        // Draining has begun: it does not go idle again, it says goodbye itself.
+        assert_eq!(slot.enter_idle(true, Some(Instant::now())), State::Busy);
+        assert!(quiet(&client));
+    }
+
+    #[test]
+    fn a_connection_that_never_replied_gets_no_grace() {
+        let registry = Registry::new(1, Duration::from_secs(3600));
+        let (server, mut client) = pair();
+        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        assert_eq!(slot.enter_idle(false, None), State::Idle);
+        let pass = registry.dismiss_idle(b"", Instant::now());
+        assert_eq!(pass.dismissed, 1);
+        assert_eq!(pass.next, None);
+        let mut seen = Vec::new();
+        client.read_to_end(&mut seen).unwrap();
+        assert!(seen.is_empty(), "an empty goodbye is just the close");
+    }
+
+    #[test]
+    fn the_next_pass_is_due_at_the_earliest_grace_end() {
+        let grace = Duration::from_millis(100);
+        let registry = Registry::new(2, grace);
+        let ((first, _c1), (second, _c2)) = (pair(), pair());
+        let first = registry.attach(0, first).unwrap();
+        let second = registry.attach(1, second).unwrap();
+        let now = Instant::now();
+        let later = now + Duration::from_millis(30);
+        assert_eq!(first.enter_idle(false, Some(later)), State::Idle);
+        assert_eq!(second.enter_idle(false, Some(now)), State::Idle);
+        assert_eq!(registry.dismiss_idle(b"", now).next, Some(now + grace));
+        let pass = registry.dismiss_idle(b"", now + grace);
+        assert_eq!(pass.dismissed, 1);
+        assert_eq!(pass.next, Some(later + grace));
+        assert_eq!(registry.dismiss_idle(b"", later + grace).dismissed, 1);
+        assert_eq!(first.leave_idle(), State::Dismissed);
+        assert_eq!(second.leave_idle(), State::Dismissed);
+    }
+
+    #[test]
+    fn each_linger_counts_from_its_own_dismissal() {
+        let (grace, linger) = (Duration::from_millis(100), Duration::from_millis(300));
+        let registry = Registry::new(2, grace);
+        let ((early, _c1), (late, _c2)) = (pair(), pair());
+        let early_slot = registry.attach(0, early.try_clone().unwrap()).unwrap();
+        let late_slot = registry.attach(1, late.try_clone().unwrap()).unwrap();
+        let start = Instant::now();
+        assert_eq!(early_slot.enter_idle(false, None), State::Idle);
+        assert_eq!(late_slot.enter_idle(false, Some(start)), State::Idle);
+        assert_eq!(registry.dismiss_idle(b"", start).dismissed, 1);
+        assert_eq!(registry.dismiss_idle(b"", start + grace).dismissed, 1);
+
+        assert_eq!(
+            registry.release_dismissed(start + linger / 2, linger),
+            Some(start + linger),
+            "nothing due yet: the first release is at the early one's linger end"
+        );
+        assert!(quiet(&early) && quiet(&late));
+        let next = registry.release_dismissed(start + linger, linger);
+        assert_eq!(
+            next,
+            Some(start + grace + linger),
+            "the late one's linger runs on"
+        );
+        assert_eq!((&early).read(&mut [0u8; 16]).unwrap(), 0, "released: EOF");
+        assert!(quiet(&late), "not released yet");
+        assert_eq!(
+            registry.release_dismissed(start + grace + linger, linger),
+            None
+        );
+        assert_eq!((&late).read(&mut [0u8; 16]).unwrap(), 0, "released: EOF");
+    }
+
     #[test]
     fn a_released_slot_is_empty() {
-        let registry = Registry::new(1);
+        let registry = Registry::new(1, Duration::ZERO);
         let (server, _client) = pair();
         drop(registry.attach(0, server).unwrap());
-        assert_eq!(registry.dismiss_idle(b"bye\r\n"), 0);
+        assert_eq!(
+            registry.dismiss_idle(b"bye\r\n", Instant::now()).dismissed,
+            0
+        );
         assert!(
             registry.attach(1, pair().0).is_none(),
             "no slot 1 in a pool of 1"

@@ -151,6 +151,14 @@ pub struct HttpArgs {
     /// Most bytes in a request head (suffixes as for --max-body); 431 beyond.
     #[arg(long, default_value = "16KiB", value_parser = parse_size)]
     pub max_head_bytes: usize,
+
+    /// On shutdown, keep a keep-alive connection whose last response went out less
+    /// than this long ago open until this long after it, so a request already on its
+    /// way is answered (with `Connection: close`) instead of meeting a closed socket;
+    /// connections idle for longer close at once. Lengthens a drain by at most this;
+    /// 0s turns it off.
+    #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+    pub keepalive_grace: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -195,6 +203,23 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn keepalive_grace_defaults_to_the_library_default() {
+        let cli = Cli::parse_from(["lameduck", "http"]);
+        let Command::Http(args) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(
+            args.keepalive_grace,
+            lameduck::protocol::http::DEFAULT_KEEPALIVE_GRACE
+        );
+        let cli = Cli::parse_from(["lameduck", "http", "--keepalive-grace", "0s"]);
+        let Command::Http(args) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.keepalive_grace, Duration::ZERO);
     }
 
     #[test]

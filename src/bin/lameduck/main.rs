@@ -96,7 +96,8 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
                 .max_head_bytes(args.max_head_bytes)
                 .header_timeout(args.header_timeout)
                 .body_timeout(args.body_timeout)
-                .idle_timeout(args.server.idle_timeout);
+                .idle_timeout(args.server.idle_timeout)
+                .keepalive_grace(args.keepalive_grace);
             builder(&args.server, &life, listener).start(http, &shutdown)?
         }
     };

@@ -14,10 +14,25 @@
 //! last response goes out, one non-blocking read collects what the client already
 //! sent, every complete request in hand is answered, and the last response carries
 //! `Connection: close`. An idle keep-alive connection is dismissed by the server as
-//! soon as draining begins (an HTTP goodbye is just the close). A request cut off by
-//! the goodbye (its head incomplete, or sent as the idle connection was dismissed)
-//! is left unanswered, as SPEC §2.3 allows; the graceful close keeps it from becoming
-//! a reset, and a client retries it elsewhere.
+//! soon as draining begins (an HTTP goodbye is just the close) — unless it is within
+//! its keep-alive grace. A request cut off by the goodbye (its head incomplete, or
+//! sent as the idle connection was dismissed) is left unanswered, as SPEC §2.3
+//! allows; the graceful close keeps it from becoming a reset, and a client retries it
+//! elsewhere.
+//!
+//! **Keep-alive grace** (SPEC §7.5, [`Http::keepalive_grace`]). A closed-loop client
+//! sends its next request the moment it has read a response, so when draining
+//! begins, the connections that look idle are mostly ones whose next request is
+//! already on the wire; closing them turns that request into a bare EOF, which a
+//! client cannot tell from a crash (Python's `RemoteDisconnected`). So a connection
+//! that has answered at least one request stays open until the grace has passed
+//! since its last response, and a request whose head arrives meanwhile is answered,
+//! with `Connection: close`. The wait happens on either side of the race: a worker
+//! blocked between requests is left alone by the server's dismissal until its grace
+//! ends ([`Handler::keepalive_grace`] tells the server how long); a worker that comes
+//! back to wait after draining has begun waits itself, with a read bounded by the end
+//! of the grace. Connections idle for longer close at once, so the grace lengthens a
+//! drain by at most its own length, and never for long-idle clients.
 //!
 //! Memory is bounded per connection by the head limit plus one read, the body limit,
 //! and the response the service returns.
@@ -47,6 +62,10 @@ use response::{write_response, Persist};
 /// How much one read asks for.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// The default of [`Http::keepalive_grace`], chosen from `benches/keepalive_grace.rs`
+/// (see the README's "Keep-alive grace").
+pub const DEFAULT_KEEPALIVE_GRACE: Duration = Duration::from_millis(100);
+
 /// The HTTP handler: the wire protocol around a [`Service`].
 #[derive(Debug, Clone)]
 pub struct Http<S> {
@@ -55,6 +74,7 @@ pub struct Http<S> {
     header_timeout: Duration,
     body_timeout: Duration,
     idle_timeout: Duration,
+    keepalive_grace: Duration,
 }
 
 impl Http<Hello> {
@@ -73,6 +93,7 @@ impl<S: Service> Http<S> {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(300),
+            keepalive_grace: DEFAULT_KEEPALIVE_GRACE,
         }
     }
 
@@ -117,6 +138,17 @@ impl<S: Service> Http<S> {
         self.idle_timeout = timeout;
         self
     }
+
+    /// Once draining begins, how long after its last response a keep-alive
+    /// connection is kept open for a request already on its way; such a request is
+    /// answered with `Connection: close`. Connections idle for longer, or that have
+    /// not answered anything yet, are closed at once. It lengthens a drain by at most
+    /// this much. Zero closes every idle connection at once. Default
+    /// [`DEFAULT_KEEPALIVE_GRACE`] (100 ms).
+    pub fn keepalive_grace(mut self, grace: Duration) -> Self {
+        self.keepalive_grace = grace;
+        self
+    }
 }
 
 impl<S: Service> Handler for Http<S> {
@@ -134,6 +166,10 @@ impl<S: Service> Handler for Http<S> {
 
     fn busy_reply(&self) -> &[u8] {
         BUSY_REPLY
+    }
+
+    fn keepalive_grace(&self) -> Duration {
+        self.keepalive_grace
     }
 }
 
@@ -254,13 +290,28 @@ impl<S: Service> Session<'_, S> {
                 }
             }
             if conn.is_draining() {
-                if self.read_pending_done {
-                    // Nothing complete in hand: the goodbye is the close itself.
-                    return Ok(HeadRead::Done);
+                if !self.read_pending_done {
+                    let before = self.buf.len();
+                    self.read_pending(conn)?;
+                    parse = self.buf[before..].contains(&b'\n');
+                    continue;
                 }
-                let before = self.buf.len();
-                self.read_pending(conn)?;
-                parse = self.buf[before..].contains(&b'\n');
+                // Nothing complete in hand: the goodbye is the close itself, unless
+                // the next request may still be on its way (the keep-alive grace).
+                let Some(grace_end) = self.grace_end(idle_since) else {
+                    return Ok(HeadRead::Done);
+                };
+                let head_deadline =
+                    head_started.and_then(|started| started.checked_add(self.http.header_timeout));
+                conn.set_deadline(Some(head_deadline.map_or(grace_end, |d| d.min(grace_end))));
+                match conn.read(&mut self.chunk)? {
+                    Received::Data(n) => {
+                        parse = self.chunk[..n].contains(&b'\n');
+                        self.buf.extend_from_slice(&self.chunk[..n]);
+                    }
+                    Received::Eof | Received::Dismissed => return Ok(HeadRead::Done),
+                    Received::Quiet => parse = false,
+                }
                 continue;
             }
             // Reads wake by the deadline that applies, whatever the tick.
@@ -336,6 +387,19 @@ impl<S: Service> Session<'_, S> {
                 Received::Quiet => {}
             }
         }
+    }
+
+    /// While draining: when the keep-alive grace of a connection whose last
+    /// response went out at `last_response` ends, if it has not ended yet. A
+    /// connection that has not answered anything is not between requests and gets
+    /// none.
+    fn grace_end(&self, last_response: Instant) -> Option<Instant> {
+        if self.served == 0 {
+            return None;
+        }
+        last_response
+            .checked_add(self.http.keepalive_grace)
+            .filter(|end| Instant::now() < *end)
     }
 
     /// The one non-blocking read of the goodbye (SPEC §2.3), at most once.
