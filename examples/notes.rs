@@ -267,7 +267,7 @@ fn run(args: Args) -> Result<u8, Box<dyn Error>> {
         .drain_timeout(life.drain_timeout())
         .start(http, &shutdown)?;
     server.announce()?;
-    let deployed = deploy.ready(&mut life)?;
+    let deployed = deploy.ready(&server, &mut life)?;
 
     // serving → draining → cleanup (checkpoint task stops, then the database closes).
     let report = life.serve(server);

@@ -28,7 +28,7 @@
 //!     .start(Echo::new(), &shutdown)?;
 //! server.announce()?;
 //! // READY=1, the pid file, and the predecessor (if any) told to drain.
-//! let deployed = deploy.ready(&mut life)?;
+//! let deployed = deploy.ready(&server, &mut life)?;
 //! let report = life.serve(server);
 //! deployed.finish(&report);
 //! println!("{report}");
@@ -52,10 +52,12 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::Weak;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::lifecycle::{Lifecycle, Report};
+use crate::server::ServerHandle;
 use crate::shutdown::{Reason, Shutdown};
 use pid_file::PidFile;
 
@@ -123,9 +125,6 @@ pub struct Deploy {
     /// the same arguments.
     program: Option<PathBuf>,
     args: Vec<OsString>,
-    /// The serving socket's twin, handed to a successor.
-    listener: Option<TcpListener>,
-    local_addr: Option<SocketAddr>,
     #[cfg(unix)]
     inherited: activation::Inherited,
     #[cfg(unix)]
@@ -152,8 +151,6 @@ impl Deploy {
             upgrade_timeout: None,
             program,
             args: args.collect(),
-            listener: None,
-            local_addr: None,
             #[cfg(unix)]
             inherited,
             #[cfg(unix)]
@@ -214,9 +211,7 @@ impl Deploy {
             }
             None => crate::server::bind(addr, backlog).map_err(bind_error)?,
         };
-        self.local_addr = listener.local_addr().ok();
         if self.upgrade_timeout.is_some() {
-            self.listener = Some(listener.try_clone().map_err(bind_error)?);
             self.catch_sigusr2()?;
         }
         Ok(listener)
@@ -240,16 +235,20 @@ impl Deploy {
         Ok(())
     }
 
-    /// The server is listening and announced: write the pid file, tell the service
+    /// `server` is listening and announced: write the pid file, tell the service
     /// manager (`READY=1`) and the process this one upgrades (which then drains), and
-    /// start watching for SIGUSR2. When `life`'s shutdown begins, the service manager
+    /// start watching for SIGUSR2, which hands `server`'s listening socket on. When `life`'s shutdown begins, the service manager
     /// is told `STOPPING=1` and given the rest of the budget (`EXTEND_TIMEOUT_USEC`),
     /// so a unit's stop timeout never kills a drain that is within it.
     ///
     /// # Errors
     /// [`DeployError::PidFile`] if the pid file cannot be written;
     /// [`DeployError::Setup`] if the watching thread cannot start.
-    pub fn ready(mut self, life: &mut Lifecycle) -> Result<Deployed, DeployError> {
+    pub fn ready(
+        mut self,
+        server: &ServerHandle,
+        life: &mut Lifecycle,
+    ) -> Result<Deployed, DeployError> {
         let pid_file = match &self.pid_file {
             Some(path) => Some(PidFile::write(path).map_err(|source| DeployError::PidFile {
                 path: path.clone(),
@@ -257,10 +256,7 @@ impl Deploy {
             })?),
             None => None,
         };
-        let serving = match self.local_addr {
-            Some(addr) => format!("serving on {addr}"),
-            None => "serving".to_owned(),
-        };
+        let serving = format!("serving on {}", server.local_addr());
         self.notify(&format!("READY=1\nSTATUS={serving}"));
         self.tell_predecessor();
         let shutdown = life.shutdown().clone();
@@ -277,7 +273,7 @@ impl Deploy {
                 Ok(())
             });
         }
-        let watcher = self.watch(shutdown.clone(), budget, serving)?;
+        let watcher = self.watch(server.listening_socket(), shutdown.clone(), budget, serving)?;
         Ok(Deployed {
             pid_file,
             watcher,
@@ -312,6 +308,7 @@ impl Deploy {
     #[cfg(unix)]
     fn watch(
         &mut self,
+        listener: Weak<TcpListener>,
         shutdown: Shutdown,
         budget: Duration,
         serving: String,
@@ -320,8 +317,8 @@ impl Deploy {
             Some(signals) => Some(forward_signals(signals, &shutdown)?),
             None => None,
         };
-        let upgrader = match (&self.program, self.listener.take(), self.upgrade_timeout) {
-            (Some(program), Some(listener), Some(timeout)) => Some(upgrade::Upgrader {
+        let upgrader = match (&self.program, self.upgrade_timeout) {
+            (Some(program), Some(timeout)) => Some(upgrade::Upgrader {
                 program: program.clone(),
                 args: self.args.clone(),
                 listener,
@@ -353,6 +350,7 @@ impl Deploy {
     #[cfg(not(unix))]
     fn watch(
         &mut self,
+        _listener: Weak<TcpListener>,
         _shutdown: Shutdown,
         _budget: Duration,
         _serving: String,

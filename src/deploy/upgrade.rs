@@ -21,6 +21,7 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus};
+use std::sync::Weak;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,8 @@ pub(crate) const READY: &[u8] = b"READY=1\n";
 pub(crate) struct Upgrader {
     pub(crate) program: PathBuf,
     pub(crate) args: Vec<OsString>,
-    pub(crate) listener: TcpListener,
+    /// The server's socket while it accepts; gone once it has closed it.
+    pub(crate) listener: Weak<TcpListener>,
     pub(crate) timeout: Duration,
 }
 
@@ -125,7 +127,13 @@ impl Upgrader {
     }
 
     fn spawn(&self, handshake: UnixStream) -> Result<Child, UpgradeError> {
-        let listener = self.listener.try_clone().map_err(UpgradeError::Spawn)?;
+        // A copy for the child only: ours must not outlive the server's close.
+        let listener = self
+            .listener
+            .upgrade()
+            .ok_or(UpgradeError::ShuttingDown)?
+            .try_clone()
+            .map_err(UpgradeError::Spawn)?;
         let mut command = Command::new(&self.program);
         command
             .args(&self.args)

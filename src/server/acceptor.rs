@@ -32,7 +32,9 @@ const HOT_POLL: Duration = Duration::from_millis(1);
 const HOT_WINDOW: Duration = Duration::from_millis(500);
 
 pub(crate) struct Acceptor {
-    pub(crate) listener: TcpListener,
+    /// The only strong reference: dropping it closes the socket (see
+    /// `ServerHandle::listening_socket`).
+    pub(crate) listener: Arc<TcpListener>,
     pub(crate) jobs: Sender<Job>,
     pub(crate) refused: Sender<TcpStream>,
     pub(crate) context: Arc<PoolContext>,

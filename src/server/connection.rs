@@ -63,8 +63,9 @@ pub struct Connection<'a> {
     slot: Option<SlotGuard<'a>>,
     /// Our side already sent FIN (a dismissal did).
     write_closed: bool,
-    /// When the last [`Connection::write_all`] finished: a keep-alive grace counts
-    /// from the last reply.
+    /// When the last [`Connection::write_all`] finished, or the connection started:
+    /// a keep-alive grace counts from the last reply, and a client that has just
+    /// connected is as likely to have its first request on the way.
     last_write: Option<Instant>,
     spin: Option<Spin<'a>>,
     /// Set when this server stops accepting: handlers say goodbye.
@@ -103,7 +104,7 @@ impl<'a> Connection<'a> {
             deadline: None,
             slot,
             write_closed: false,
-            last_write: None,
+            last_write: Some(Instant::now()),
             spin,
             draining,
             app,

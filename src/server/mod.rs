@@ -20,7 +20,7 @@ use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -36,7 +36,9 @@ use pool::{Job, PoolContext};
 use report::Stats;
 
 /// Options of a server; every setter documents its default.
-#[derive(Debug, Clone)]
+// Not `Clone`: it may own a listening socket, and a second copy of that descriptor
+// would keep the socket listening after the server closed its own (SPEC §2.3.2).
+#[derive(Debug)]
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct ServerBuilder {
     addr: SocketAddr,
@@ -50,7 +52,7 @@ pub struct ServerBuilder {
     stack_size: Option<usize>,
     accept_poll: Duration,
     /// A listener handed in by the application (socket activation, an upgrade).
-    listener: Option<Arc<TcpListener>>,
+    listener: Option<TcpListener>,
 }
 
 impl Default for ServerBuilder {
@@ -81,9 +83,11 @@ impl ServerBuilder {
     /// Serves `listener` instead of binding [`ServerBuilder::addr`]: a socket the
     /// application already has, such as one inherited through socket activation or
     /// from the process it upgrades (see [`deploy`](crate::deploy)). It is made
-    /// nonblocking; its backlog and options stay as they are.
+    /// nonblocking; its backlog and options stay as they are. Keep no other copy of
+    /// its descriptor: the socket must close when the server closes it, or clients
+    /// connecting during the drain wait in a backlog nobody accepts from.
     pub fn listener(mut self, listener: TcpListener) -> Self {
-        self.listener = Some(Arc::new(listener));
+        self.listener = Some(listener);
         self
     }
 
@@ -159,15 +163,11 @@ impl ServerBuilder {
     /// The application's listener, made nonblocking, or a new one bound to `addr`.
     fn take_listener(&mut self) -> Result<TcpListener, StartError> {
         let bind_error = |addr, source| StartError::Bind { addr, source };
-        let Some(given) = self.listener.take() else {
+        let Some(listener) = self.listener.take() else {
             return listener::bind(self.addr, self.backlog)
                 .map_err(|source| bind_error(self.addr, source));
         };
-        let addr = given.local_addr().unwrap_or(self.addr);
-        // The builder may have been cloned: each server gets its own descriptor.
-        let listener = Arc::try_unwrap(given)
-            .or_else(|shared| shared.try_clone())
-            .map_err(|source| bind_error(addr, source))?;
+        let addr = listener.local_addr().unwrap_or(self.addr);
         listener
             .set_nonblocking(true)
             .map_err(|source| bind_error(addr, source))?;
@@ -233,6 +233,8 @@ impl ServerBuilder {
             busy::refuse(refused_rx, busy_reply, linger)
         })
         .map_err(|err| fail(spawn_error("lameduck-refuser", err)))?;
+        let listener = Arc::new(listener);
+        let listening = Arc::downgrade(&listener);
         let acceptor = acceptor::Acceptor {
             listener,
             jobs: jobs_tx,
@@ -252,6 +254,7 @@ impl ServerBuilder {
         );
         Ok(ServerHandle {
             local_addr,
+            listening,
             shutdown: shutdown.clone(),
             draining,
             crew,
@@ -319,6 +322,9 @@ impl Server {
 #[must_use = "a server is only drained and reported on by `join`"]
 pub struct ServerHandle {
     local_addr: SocketAddr,
+    /// The acceptor owns the listener; this lets a successor be handed a copy
+    /// while it accepts, without keeping it open once the acceptor closes it.
+    listening: Weak<TcpListener>,
     shutdown: Shutdown,
     draining: Shutdown,
     crew: Crew,
@@ -347,6 +353,14 @@ impl ServerHandle {
         let mut stdout = io::stdout().lock();
         writeln!(stdout, "listening on {}", self.local_addr)?;
         stdout.flush()
+    }
+
+    /// The listening socket, for as long as the server accepts on it: a weak handle,
+    /// so holding it never keeps the socket open past the server's close (which
+    /// would leave clients connecting during the drain in a backlog nobody takes).
+    /// An upgrade upgrades it for a moment to hand a copy to the new process.
+    pub fn listening_socket(&self) -> Weak<TcpListener> {
+        Weak::clone(&self.listening)
     }
 
     /// The token this server stops on.

@@ -103,7 +103,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     };
     server.announce()?;
     // Serving already: a failure here is a shutdown with reason=error, drained.
-    let deployed = match deploy.ready(&mut life) {
+    let deployed = match deploy.ready(&server, &mut life) {
         Ok(deployed) => Some(deployed),
         Err(err) => {
             log::error!("{}", one_line(&err));

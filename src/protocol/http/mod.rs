@@ -24,10 +24,11 @@
 //! sends its next request the moment it has read a response, so when draining
 //! begins, the connections that look idle are mostly ones whose next request is
 //! already on the wire; closing them turns that request into a bare EOF, which a
-//! client cannot tell from a crash (Python's `RemoteDisconnected`). So a connection
-//! that has answered at least one request stays open until the grace has passed
-//! since its last response, and a request whose head arrives meanwhile is answered,
-//! with `Connection: close`. The wait happens on either side of the race: a worker
+//! client cannot tell from a crash (Python's `RemoteDisconnected`). The same holds for
+//! a client that has just connected (accepted from the backlog as the drain began):
+//! its first request is on the way. So a connection stays open until the grace has
+//! passed since its last response, or since its start, and a request whose head
+//! arrives meanwhile is answered, with `Connection: close`. The wait happens on either side of the race: a worker
 //! blocked between requests is left alone by the server's dismissal until its grace
 //! ends ([`Handler::keepalive_grace`] tells the server how long); a worker that comes
 //! back to wait after draining has begun waits itself, with a read bounded by the end
@@ -139,10 +140,10 @@ impl<S: Service> Http<S> {
         self
     }
 
-    /// Once draining begins, how long after its last response a keep-alive
-    /// connection is kept open for a request already on its way; such a request is
-    /// answered with `Connection: close`. Connections idle for longer, or that have
-    /// not answered anything yet, are closed at once. It lengthens a drain by at most
+    /// Once draining begins, how long after its last response (or its start, for a
+    /// connection that has not sent a request yet) a connection is kept open for a
+    /// request already on its way; such a request is answered with
+    /// `Connection: close`. Connections idle for longer are closed at once. It lengthens a drain by at most
     /// this much. Zero closes every idle connection at once. Default
     /// [`DEFAULT_KEEPALIVE_GRACE`] (100 ms).
     pub fn keepalive_grace(mut self, grace: Duration) -> Self {
@@ -390,13 +391,9 @@ impl<S: Service> Session<'_, S> {
     }
 
     /// While draining: when the keep-alive grace of a connection whose last
-    /// response went out at `last_response` ends, if it has not ended yet. A
-    /// connection that has not answered anything is not between requests and gets
-    /// none.
+    /// response went out at `last_response` (its start, before the first) ends, if
+    /// it has not ended yet.
     fn grace_end(&self, last_response: Instant) -> Option<Instant> {
-        if self.served == 0 {
-            return None;
-        }
         last_response
             .checked_add(self.http.keepalive_grace)
             .filter(|end| Instant::now() < *end)
