@@ -11,7 +11,8 @@
 //! before the signal that send nothing more, which it holds up by at most itself.
 //!
 //! Run: `cargo bench --bench keepalive_grace` (about three minutes on two cores), or
-//! `cargo bench --bench keepalive_grace -- --quick` for a smoke run.
+//! `cargo bench --bench keepalive_grace -- --quick` for a smoke run; `-- --idle`
+//! runs only the second part (the idle connections).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -177,9 +177,14 @@ impl Acceptor {
             context,
             ..
         } = self;
-        // Idle connections are dismissed by the join loop as this wakes it: their
-        // keep-alive grace and linger are timed there.
         context.draining.trigger();
+        // At once, even before a join runs; the join loop passes again, to dismiss
+        // connections left alone for their keep-alive grace when it ends and to time
+        // every linger.
+        let pass = context
+            .registry
+            .dismiss_idle(context.handler.goodbye(), Instant::now());
+        log::debug!("{} idle connection(s) told goodbye", pass.dismissed);
         let mut backlog = Vec::new();
         if take_backlog {
             while let Accepted::One(stream, peer) = accept_one(&listener) {

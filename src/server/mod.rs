@@ -459,11 +459,17 @@ impl ServerHandle {
 }
 
 /// Waits for the crew while carrying out the drain's timed steps, against
-/// `deadline`: idle connections are dismissed as soon as draining begins, those left
-/// alone for their keep-alive grace the moment it ends, and the linger of each
-/// dismissed connection is released `linger` after its own dismissal. Every wait is
-/// on the crew (a thread's exit wakes it) or the force, with the next step's instant
-/// as its deadline; a pass that finds nothing more to schedule waits for `deadline`.
+/// `deadline`: idle connections left alone for their keep-alive grace are dismissed
+/// the moment it ends, and the linger of each dismissed connection is released
+/// `linger` after its own dismissal. Between passes it waits on the crew (which
+/// returns once every thread has exited) or the force, with the next step's instant
+/// as its deadline, never a sleep; a pass that finds nothing more to schedule waits
+/// for `deadline`.
+///
+/// The acceptor dismisses idle connections as it sets the draining flag; the first
+/// pass here repeats that (harmlessly: a dismissed slot is skipped), so that when it
+/// looks for lingers to time, every connection due a dismissal has one, whichever
+/// thread got to it first.
 fn drain(
     crew: &mut Crew,
     context: &PoolContext,

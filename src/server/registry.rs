@@ -19,7 +19,8 @@
 //! remembers when its connection last wrote, and a dismissal leaves it alone until
 //! the handler's grace has passed since then; [`Dismissal::next`] says when the
 //! first one left alone runs out, and the server's join loop dismisses again at that
-//! instant. A request that arrives meanwhile wakes the worker, which answers it as
+//! instant (the acceptor's pass, as draining begins, needs no join running; the
+//! graces and lingers do). A request that arrives meanwhile wakes the worker, which answers it as
 //! the last one (`Connection: close`). The set of slots in grace only shrinks once
 //! draining has begun — a worker never marks itself idle after that — so the
 //! re-dismissals end within one grace. Each dismissal is stamped, so the linger of a
