@@ -27,6 +27,8 @@ struct Tally {
     statuses: Vec<u16>,
     /// Requests that went unanswered because they crossed the goodbye.
     crossed: usize,
+    /// Connects refused while the clients were meant to be running.
+    refused: usize,
 }
 
 /// A reset from the operating system. ureq reports a connection closed before the
@@ -50,10 +52,13 @@ fn is_reset(err: &ureq::Transport) -> bool {
     false
 }
 
+/// Posts notes until `stop`; a refused connect ends it once `closing` is set (the
+/// server was told to stop), and is counted before.
 fn client(
     url: String,
     id: usize,
     stop: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
     progress: crossbeam_channel::Sender<()>,
 ) -> Tally {
     let agent = ureq::AgentBuilder::new().timeout(PATIENCE).build();
@@ -79,7 +84,11 @@ fn client(
             Err(ureq::Error::Status(code, _)) => tally.statuses.push(code),
             Err(ureq::Error::Transport(err)) => {
                 if err.kind() == ureq::ErrorKind::ConnectionFailed {
-                    break; // the listener is closed: the server has stopped accepting
+                    if closing.load(Ordering::SeqCst) {
+                        break; // the listener is closed: the server has stopped accepting
+                    }
+                    tally.refused += 1;
+                    continue;
                 }
                 if is_reset(&err) {
                     tally
@@ -94,56 +103,172 @@ fn client(
     tally
 }
 
-#[test]
-fn every_acknowledged_note_survives_sigterm_under_load() {
-    let dir = std::env::temp_dir().join(format!("lameduck-notes-{}", std::process::id()));
+/// A fresh database path in a directory of the test's own.
+fn fresh_db(name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("lameduck-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let db = dir.join("notes.sqlite");
-    for stale in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{stale}", db.display()));
-    }
+    (dir, db)
+}
+
+/// Starts the notes example on `db`, checkpointing often so the checkpoint task runs
+/// during the load, with `extra` arguments.
+fn notes_server(db: &std::path::Path, extra: &[&str]) -> Process {
     let db_arg = db.to_string_lossy().into_owned();
-    let mut server = Process::spawn_with_env(
-        &example("notes"),
-        &[
-            "--db",
-            &db_arg,
-            "--addr",
-            "127.0.0.1:0",
-            "--checkpoint-every",
-            "20ms",
-        ],
-        &[("RUST_LOG", "debug")],
-    );
-    let url = url(server.listening_addr(), "/notes");
-    let stop = Arc::new(AtomicBool::new(false));
-    let (progress_tx, progress) = crossbeam_channel::unbounded();
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|id| {
-            let (url, stop, progress) = (url.clone(), Arc::clone(&stop), progress_tx.clone());
-            std::thread::spawn(move || client(url, id, stop, progress))
-        })
-        .collect();
-    drop(progress_tx);
-    let deadline = Instant::now() + PATIENCE;
-    for _ in 0..BEFORE_SIGNAL {
-        progress
-            .recv_deadline(deadline)
-            .expect("the clients make progress before the signal");
+    let mut args = vec![
+        "--db",
+        &db_arg,
+        "--addr",
+        "127.0.0.1:0",
+        "--checkpoint-every",
+        "20ms",
+    ];
+    args.extend_from_slice(extra);
+    Process::spawn_with_env(&example("notes"), &args, &[("RUST_LOG", "debug")])
+}
+
+/// Load clients posting notes to `url`, and a channel that ticks once per 201.
+struct Load {
+    stop: Arc<AtomicBool>,
+    closing: Arc<AtomicBool>,
+    progress: crossbeam_channel::Receiver<()>,
+    clients: Vec<std::thread::JoinHandle<Tally>>,
+}
+
+impl Load {
+    fn start(url: &str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let closing = Arc::new(AtomicBool::new(false));
+        let (progress_tx, progress) = crossbeam_channel::unbounded();
+        let clients = (0..CLIENTS)
+            .map(|id| {
+                let (url, stop, closing, progress) = (
+                    url.to_owned(),
+                    Arc::clone(&stop),
+                    Arc::clone(&closing),
+                    progress_tx.clone(),
+                );
+                std::thread::spawn(move || client(url, id, stop, closing, progress))
+            })
+            .collect();
+        Load {
+            stop,
+            closing,
+            progress,
+            clients,
+        }
     }
+
+    /// Waits for `count` more acknowledged notes.
+    #[track_caller]
+    fn progress(&self, count: usize) {
+        let deadline = Instant::now() + PATIENCE;
+        for _ in 0..count {
+            self.progress
+                .recv_deadline(deadline)
+                .expect("the clients make progress");
+        }
+    }
+
+    /// From now on the server may refuse: the listener is about to close.
+    fn closing(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+    }
+
+    fn stop(self) -> Tally {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut total = Tally::default();
+        for client in self.clients {
+            let tally = client.join().expect("a client thread");
+            total.acked.extend(tally.acked);
+            total.resets.extend(tally.resets);
+            total.truncated.extend(tally.truncated);
+            total.statuses.extend(tally.statuses);
+            total.crossed += tally.crossed;
+            total.refused += tally.refused;
+        }
+        total
+    }
+}
+
+#[test]
+fn every_acknowledged_note_survives_sigterm_under_load() {
+    let (dir, db) = fresh_db("notes");
+    let mut server = notes_server(&db, &[]);
+    let load = Load::start(&url(server.listening_addr(), "/notes"));
+    load.progress(BEFORE_SIGNAL);
+    load.closing();
     server.signal("TERM");
     let report = assert_clean_exit(&mut server);
-    stop.store(true, Ordering::SeqCst);
-    let tallies: Vec<Tally> = clients
-        .into_iter()
-        .map(|c| c.join().expect("a client thread"))
-        .collect();
+    let tally = load.stop();
+    check_stored(&db, &tally, &report);
+    assert_eq!(
+        tally.crossed, 0,
+        "with the keep-alive grace no request goes unanswered"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
-    let acked: Vec<&(i64, String)> = tallies.iter().flat_map(|t| &t.acked).collect();
-    let resets: Vec<&String> = tallies.iter().flat_map(|t| &t.resets).collect();
-    let truncated: Vec<&String> = tallies.iter().flat_map(|t| &t.truncated).collect();
-    let statuses: Vec<u16> = tallies.iter().flat_map(|t| t.statuses.clone()).collect();
-    let crossed: usize = tallies.iter().map(|t| t.crossed).sum();
+/// SPEC §7.4 with a database: two processes share it during each overlap.
+#[test]
+fn every_acknowledged_note_survives_five_upgrades_then_sigterm_under_load() {
+    let (dir, db) = fresh_db("notes-upgrade");
+    let pid_file = dir.join("notes.pid");
+    let mut server = notes_server(&db, &["--pid-file", pid_file.to_str().unwrap()]);
+    let addr = server.listening_addr();
+    let mut successors = Vec::new();
+    let read_pid = || -> u32 {
+        std::fs::read_to_string(&pid_file)
+            .expect("the pid file")
+            .trim()
+            .parse()
+            .expect("a pid")
+    };
+    let load = Load::start(&url(addr, "/notes"));
+    load.progress(BEFORE_SIGNAL / 3);
+    let mut current = server.pid();
+    for round in 0..5 {
+        support::kill("USR2", current);
+        let report = server.stdout_line_starting("stopped ");
+        assert_eq!(support::field(&report, "reason"), "upgrade", "{report}");
+        assert_eq!(support::field(&report, "outcome"), "clean", "{report}");
+        let next = read_pid();
+        assert_ne!(next, current, "round {round}: a new process serves");
+        successors.push(support::KillOnDrop(next));
+        current = next;
+        load.progress(BEFORE_SIGNAL / 3);
+    }
+    assert_eq!(server.exit_status().code(), Some(0), "{}", server.dump());
+    load.closing();
+    support::kill("TERM", current);
+    let (_, report) = server.finish();
+    assert_eq!(support::field(&report, "reason"), "signal", "{report}");
+    assert_eq!(support::field(&report, "outcome"), "clean", "{report}");
+    let tally = load.stop();
+    check_stored(&db, &tally, &report);
+    assert_eq!(
+        tally.refused, 0,
+        "no connect refused across the upgrades: {tally:?}"
+    );
+    assert_eq!(tally.crossed, 0, "no request without a response");
+    assert!(!pid_file.exists(), "the last process removed its pid file");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every acknowledged note is stored exactly once, the database is intact, and no
+/// client saw a reset, a truncated response or an unexpected status.
+#[track_caller]
+fn check_stored(db: &std::path::Path, tally: &Tally, report: &str) {
+    let Tally {
+        acked,
+        resets,
+        truncated,
+        statuses,
+        crossed,
+        ..
+    } = tally;
+    let crossed = *crossed;
     assert!(resets.is_empty(), "resets: {resets:?}");
     assert!(truncated.is_empty(), "truncated responses: {truncated:?}");
     assert!(statuses.is_empty(), "unexpected statuses: {statuses:?}");
@@ -153,7 +278,7 @@ fn every_acknowledged_note_survives_sigterm_under_load() {
         acked.len()
     );
 
-    let conn = rusqlite::Connection::open(&db).expect("open the database");
+    let conn = rusqlite::Connection::open(db).expect("open the database");
     let check: String = conn
         .query_row("PRAGMA integrity_check", [], |row| row.get(0))
         .expect("integrity check");
@@ -175,7 +300,7 @@ fn every_acknowledged_note_survives_sigterm_under_load() {
         *bodies.entry(body.clone()).or_default() += 1;
         stored.insert(id, body);
     }
-    for (id, body) in &acked {
+    for (id, body) in acked {
         assert_eq!(
             stored.get(id),
             Some(body),
@@ -187,7 +312,6 @@ fn every_acknowledged_note_survives_sigterm_under_load() {
     // stored, but never twice.
     assert!(bodies.values().all(|&n| n == 1), "a note stored twice");
     assert!(stored.len() <= acked.len() + crossed);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// SPEC §2.1: a failing startup hook exits 1 with its cause as the one line on stderr.
