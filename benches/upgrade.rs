@@ -234,7 +234,16 @@ fn echo_exchange(conn: &mut BufReader<TcpStream>, seq: u64) -> Result<Reply, Fai
     conn.read_line(&mut line)
         .map_err(|err| failure(&err, "read"))?;
     if line == format!("Echo: ping {seq}\r\n") {
-        Ok(Reply::Answered { closing: false })
+        // The goodbye often arrives with the last reply: a client that reads what it
+        // already has before sending again sees it, and sends nothing that could
+        // cross it. Only a line sent before the goodbye arrived counts as crossed.
+        let closing = conn.buffer().starts_with(GOODBYE.as_bytes());
+        if closing {
+            line.clear();
+            conn.read_line(&mut line)
+                .map_err(|err| failure(&err, "read the goodbye"))?;
+        }
+        Ok(Reply::Answered { closing })
     } else if line == GOODBYE {
         Ok(Reply::Goodbye)
     } else if line.is_empty() {
