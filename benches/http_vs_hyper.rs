@@ -12,11 +12,17 @@
 //! arena or a scheduler with the load generator's bookkeeping. On a small machine the
 //! load generator competes with the server for cores; it does so equally for both.
 
+use figures::commit;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
+
+// Each bench uses some of these.
+#[allow(dead_code)]
+#[path = "support/figures.rs"]
+mod figures;
 
 /// What every contender answers on `GET /`.
 // The process part of thread_vs_task's harness; its other helpers are unused here.
@@ -53,18 +59,6 @@ fn main() {
     for contender in [Contender::Lameduck, Contender::Hyper] {
         idle_shutdown(contender, 100);
     }
-}
-
-fn commit() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or_else(
-            || "unknown commit".into(),
-            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

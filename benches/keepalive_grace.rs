@@ -14,13 +14,18 @@
 //! `cargo bench --bench keepalive_grace -- --quick` for a smoke run; `-- --idle`
 //! runs only the second part (the idle connections).
 
+use figures::commit;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
+
+// Each bench uses some of these.
+#[allow(dead_code)]
+#[path = "support/figures.rs"]
+mod figures;
 
 // The process part of thread_vs_task's harness; its other helpers are unused here.
 #[allow(dead_code)]
@@ -106,18 +111,6 @@ fn idle_row(idle_for: Duration, grace: Duration, trials: usize) {
         max(&exits),
         IDLE_CLIENTS * runs.len()
     );
-}
-
-fn commit() -> String {
-    Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map_or_else(
-            || "unknown commit".into(),
-            |o| String::from_utf8_lossy(&o.stdout).trim().to_string(),
-        )
 }
 
 fn start(grace: Duration) -> ServerProc {

@@ -21,6 +21,7 @@
 //!
 //! Console tables, and the same in `target/upgrade.md`.
 
+use figures::median;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
@@ -35,6 +36,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+
+// Each bench uses some of these.
+#[allow(dead_code)]
+#[path = "support/figures.rs"]
+mod figures;
 
 // Only the `/proc` readers and the machine line of the shared harness are used here.
 #[allow(dead_code)]
@@ -1128,19 +1134,6 @@ fn rates(run: &ProtocolRun) -> Rates {
         worst,
         zeros,
         dip_ms,
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 

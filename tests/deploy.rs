@@ -649,7 +649,6 @@ fn five_echo_upgrades_under_load_drop_nothing() {
 }
 
 #[test]
-#[ignore = "needs the HTTP keep-alive grace (SPEC 7.5)"]
 fn five_http_upgrades_under_keep_alive_load_answer_every_request() {
     upgrade_under_load(Protocol::Http, "upgrade-http", 5);
 }

@@ -68,18 +68,7 @@ pub struct Row {
     pub ratio_p99: Option<f64>,
 }
 
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
+pub use super::figures::median;
 
 impl Results {
     pub fn name(&self, slot: Slot) -> &str {
