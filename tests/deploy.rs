@@ -363,8 +363,12 @@ fn failed_upgrades_keep_the_old_process_serving_and_a_later_one_succeeds() {
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no pid in {started:?}"));
     successors.push(KillOnDrop(hung));
+    // One upgrade at a time: this one waits out the hanging one, then is dropped.
+    server.signal("USR2");
     let failed = server.wait_stderr("upgrade failed");
     assert!(failed.contains("not ready within 1s"), "{failed}");
+    let ignored = server.wait_stderr("SIGUSR2 ignored");
+    assert!(ignored.contains("during an upgrade"), "{ignored}");
     assert!(!alive(hung), "the hanging process was killed and reaped");
     round_trip(&mut client, "after a binary that hangs");
     assert_eq!(read_pid(&pid_file), server.pid());
