@@ -160,9 +160,21 @@ impl Report {
             .count()
     }
 
-    /// The process exit code (see [`server::exit_code`]).
+    /// The process exit code (see [`server::exit_code`]), and 1 when a resource
+    /// failed to close (returned an error or panicked) unless the shutdown was forced:
+    /// a database that was not flushed is an error the operator must see, not a
+    /// clean stop. (A close that hung is detached and already makes the outcome
+    /// `deadline`.)
     pub fn exit_code(&self) -> u8 {
-        server::exit_code(self.reason, self.outcome)
+        let code = server::exit_code(self.reason, self.outcome);
+        let close_failed = self
+            .resources
+            .iter()
+            .any(|step| matches!(step.outcome, TaskOutcome::Failed(_) | TaskOutcome::Panicked(_)));
+        if close_failed && self.outcome != Outcome::Forced {
+            return 1;
+        }
+        code
     }
 }
 

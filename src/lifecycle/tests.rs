@@ -179,6 +179,17 @@ fn a_failing_close_is_reported_and_the_rest_still_run() {
         TaskOutcome::Failed(err) => assert_eq!(err.to_string(), "flush failed"),
         other => panic!("expected a failure, got {other:?}"),
     }
+    assert_eq!(report.outcome, Outcome::Clean, "the drain itself was clean");
+    assert_eq!(report.exit_code(), 1, "but a resource was not closed properly");
+}
+
+#[test]
+fn a_clean_close_after_a_clean_drain_exits_0() {
+    let shutdown = Shutdown::new();
+    let mut life = Lifecycle::new(&shutdown);
+    life.resource("fine", SECOND, || Ok(()));
+    shutdown.trigger();
+    assert_eq!(life.run().exit_code(), 0);
 }
 
 #[test]
