@@ -16,15 +16,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::Sender;
 
 use super::pool::{Job, PoolContext};
 use super::report::Stats;
 use crate::shutdown::{Reason, Shutdown};
 
-/// The longest the acceptor waits for a worker that is free but not yet back at
-/// the queue, before refusing the client after all.
-const HANDOFF_WAIT: Duration = Duration::from_millis(100);
 const MIN_POLL: Duration = Duration::from_micros(50);
 /// The poll ceiling while connections keep arriving (one within [`HOT_WINDOW`]).
 const HOT_POLL: Duration = Duration::from_millis(1);
@@ -38,7 +35,8 @@ pub(crate) struct Acceptor {
     pub(crate) jobs: Sender<Job>,
     pub(crate) refused: Sender<TcpStream>,
     pub(crate) context: Arc<PoolContext>,
-    pub(crate) workers: usize,
+    /// Workers plus queue: how many connections the pool may hold at once.
+    pub(crate) capacity: usize,
     pub(crate) drain_delay: Duration,
     /// The longest wait between two polls of an idle listener.
     pub(crate) max_poll: Duration,
@@ -137,24 +135,20 @@ impl Acceptor {
 
     fn dispatch(&self, stream: TcpStream, peer: SocketAddr) {
         Stats::bump(&self.context.stats.accepted);
-        let job = match self.jobs.try_send((stream, peer)) {
-            Ok(()) => return,
-            Err(TrySendError::Full(job)) => job,
-            Err(TrySendError::Disconnected(job)) => job,
-        };
-        // The queue is full, but a worker may be between two connections (past its
-        // last close, not yet back in `recv`): it is free, so wait for it briefly
-        // rather than refuse a client while a worker is free.
-        let job = if self.context.serving.load(Ordering::SeqCst) < self.workers {
-            match self
-                .jobs
-                .send_timeout(job, self.context.tick.min(HANDOFF_WAIT))
-            {
+        // The pool's limit is a count, not a preallocated channel: a worker that has
+        // just finished frees its place at once, so a client is never refused while a
+        // worker is free, and a huge `--queue` costs nothing until it fills.
+        let job = if self.context.admit(self.capacity) {
+            match self.jobs.send((stream, peer)) {
                 Ok(()) => return,
-                Err(err) => err.into_inner(),
+                // Every worker has exited (a force): nobody will serve it.
+                Err(err) => {
+                    self.context.release();
+                    err.into_inner()
+                }
             }
         } else {
-            job
+            (stream, peer)
         };
         Stats::bump(&self.context.stats.refused_busy);
         log::warn!("{}: every worker busy and the queue full; refusing", job.1);
@@ -205,6 +199,8 @@ impl Acceptor {
         let forced = context.draining.forced();
         let mut backlog = backlog.into_iter();
         for job in backlog.by_ref() {
+            // Past the limit: nothing new is accepted, and these were waiting already.
+            context.admitted.fetch_add(1, Ordering::SeqCst);
             crossbeam_channel::select! {
                 send(jobs, job) -> sent => if sent.is_err() {
                     Stats::bump(&context.stats.forced);

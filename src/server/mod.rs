@@ -128,7 +128,8 @@ impl ServerBuilder {
     }
 
     /// Readiness delay: after the trigger keep accepting and serving this long (while
-    /// health checks say "not ready"), then stop accepting. Default 0.
+    /// health checks say "not ready"), then stop accepting. It counts within the
+    /// drain timeout, so keep it well below. Default 0.
     pub fn drain_delay(mut self, delay: Duration) -> Self {
         self.drain_delay = delay;
         self
@@ -198,6 +199,7 @@ impl ServerBuilder {
             handler: Arc::new(handler),
             stats: Arc::clone(&stats),
             serving: AtomicUsize::new(0),
+            admitted: AtomicUsize::new(0),
             spin_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             registry: registry::Registry::new(self.workers, grace),
             tick: self.tick,
@@ -205,7 +207,9 @@ impl ServerBuilder {
             draining: draining.clone(),
             app: shutdown.clone(),
         });
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(self.queue);
+        // Unbounded: the limit is `PoolContext::admitted`, so nothing is allocated in
+        // proportion to `queue`.
+        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
         let (refused_tx, refused_rx) = crossbeam_channel::bounded(4096);
 
         let mut crew = Crew::new();
@@ -240,7 +244,7 @@ impl ServerBuilder {
             jobs: jobs_tx,
             refused: refused_tx,
             context: Arc::clone(&context),
-            workers: self.workers,
+            capacity: self.workers.saturating_add(self.queue),
             drain_delay: self.drain_delay,
             max_poll: self.accept_poll,
         };
@@ -381,7 +385,9 @@ impl ServerHandle {
         self.shutdown.wait();
         let started = self.shutdown.triggered_at().unwrap_or_else(Instant::now);
         log::info!("draining: finishing requests in flight, then saying goodbye");
-        let deadline = started + self.config.drain_delay + self.config.drain_timeout;
+        // The readiness delay is part of the drain's time, not added to it: the
+        // drain timeout is what the operator's budget allows (SPEC §2.3.5).
+        let deadline = crate::lifecycle::deadline_after(started, self.config.drain_timeout);
         let ServerHandle {
             shutdown,
             draining,

@@ -27,9 +27,12 @@ pub(crate) type Job = (TcpStream, SocketAddr);
 pub(crate) struct PoolContext {
     pub(crate) handler: Arc<dyn Handler>,
     pub(crate) stats: Arc<Stats>,
-    /// Workers currently holding a connection; the acceptor reads it to tell a full
-    /// pool from a worker that is merely between two `recv` calls.
+    /// Workers currently holding a connection, for the decision to poll between
+    /// requests.
     pub(crate) serving: AtomicUsize,
+    /// Connections handed to the pool and not yet finished: queued plus served. The
+    /// acceptor admits while it is below workers + queue.
+    pub(crate) admitted: AtomicUsize,
     /// Cores available, for the decision to poll between requests; 0 disables it.
     pub(crate) spin_cores: usize,
     /// Each worker's current connection, for dismissal and force-close.
@@ -50,6 +53,23 @@ impl std::fmt::Debug for PoolContext {
 }
 
 impl PoolContext {
+    /// Takes a place in the pool if one of `capacity` is free.
+    pub(crate) fn admit(&self, capacity: usize) -> bool {
+        self.admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a place back once its connection is finished.
+    pub(crate) fn release(&self) {
+        // Saturating: a job sent without `admit` (a test's) must not wrap the count.
+        let _ = self
+            .admitted
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
     fn is_forced(&self) -> bool {
         self.draining.is_forced() || self.app.is_forced()
     }
@@ -74,6 +94,7 @@ impl Drop for Serving<'_> {
 pub(crate) fn work(index: usize, jobs: Receiver<Job>, context: Arc<PoolContext>) {
     for (stream, peer) in jobs.iter() {
         serve(index, stream, peer, &context);
+        context.release();
     }
 }
 
@@ -171,6 +192,7 @@ mod tests {
             handler: Arc::new(OneShot),
             stats: Arc::new(Stats::default()),
             serving: AtomicUsize::new(0),
+            admitted: AtomicUsize::new(0),
             spin_cores: 0,
             registry: Registry::new(1, Duration::ZERO),
             tick: Duration::from_millis(50),
