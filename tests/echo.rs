@@ -340,6 +340,53 @@ fn bad_usage_exits_2() {
     }
 }
 
+/// Every option has a documented range: beyond it, exit 2 with one line and no
+/// panic — values that used to abort on allocation, panic in a dependency, or print a
+/// thread-spawn backtrace.
+#[test]
+fn absurd_option_values_exit_2_with_one_line() {
+    for args in [
+        &["echo", "--queue", "1000000000"][..],
+        &["echo", "--queue", "18446744073709551615"][..],
+        &["echo", "--workers", "20000"][..],
+        &["echo", "--accept-poll", "0s"][..],
+        &["echo", "--max-line", "1GiB"][..],
+        &["echo", "--idle-timeout", "100000h"][..],
+        &[
+            "echo",
+            "--shutdown-timeout",
+            "3s",
+            "--cleanup-timeout",
+            "5s",
+        ][..],
+        &["echo", "--drain-delay", "5s", "--shutdown-timeout", "4s"][..],
+        &["http", "--max-body", "2GiB"][..],
+    ] {
+        let mut process = Process::spawn(&support::binary(), args);
+        let (status, stdout) = process.finish();
+        assert_eq!(status.code(), Some(2), "args {args:?}\n{}", process.dump());
+        assert!(stdout.is_empty(), "args {args:?}: nothing on stdout");
+        let stderr = process.stderr_text();
+        assert_eq!(stderr.lines().count(), 1, "args {args:?}: {stderr}");
+        assert!(stderr.starts_with("lameduck: "), "args {args:?}: {stderr}");
+    }
+}
+
+/// `--queue` is a limit, not an allocation: a million-slot queue starts in a few MiB.
+#[test]
+fn a_huge_queue_costs_nothing_until_it_fills() {
+    let (mut server, addr) = echo_server(&["--queue", "1000000", "--workers", "4"]);
+    let mut client = Client::connect(addr);
+    client.send(b"small\n").unwrap();
+    assert_eq!(client.expect_line(), "Echo: small\r\n");
+    let peak = server.peak_rss_kib().expect("VmHWM on Linux");
+    // A preallocated channel would take about 47 MB here (47 bytes a slot).
+    assert!(peak < 24 * 1024, "peak RSS {peak} KiB with --queue 1000000");
+    server.signal("TERM");
+    expect_goodbye_then_eof(&mut client);
+    expect_report(&mut server, 0);
+}
+
 /// SPEC §2.3 under load: 64 clients in a closed loop, SIGTERM mid-load. Every
 /// client gets a reply to every line but at most the one crossing the goodbye, then
 /// the goodbye, then EOF; no resets, no corrupted lines.

@@ -167,10 +167,12 @@ impl Report {
     /// `deadline`.)
     pub fn exit_code(&self) -> u8 {
         let code = server::exit_code(self.reason, self.outcome);
-        let close_failed = self
-            .resources
-            .iter()
-            .any(|step| matches!(step.outcome, TaskOutcome::Failed(_) | TaskOutcome::Panicked(_)));
+        let close_failed = self.resources.iter().any(|step| {
+            matches!(
+                step.outcome,
+                TaskOutcome::Failed(_) | TaskOutcome::Panicked(_)
+            )
+        });
         if close_failed && self.outcome != Outcome::Forced {
             return 1;
         }

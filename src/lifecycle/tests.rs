@@ -180,7 +180,11 @@ fn a_failing_close_is_reported_and_the_rest_still_run() {
         other => panic!("expected a failure, got {other:?}"),
     }
     assert_eq!(report.outcome, Outcome::Clean, "the drain itself was clean");
-    assert_eq!(report.exit_code(), 1, "but a resource was not closed properly");
+    assert_eq!(
+        report.exit_code(),
+        1,
+        "but a resource was not closed properly"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The command line: subcommands, options and their defaults, parsed by clap.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -38,16 +39,17 @@ pub struct ServerArgs {
     pub addr: SocketAddr,
 
     /// Worker threads, each serving one connection at a time.
-    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    /// [range: 1..=10000; each is a thread]
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=MAX_WORKERS))]
     pub workers: u32,
 
     /// Accepted connections that may wait for a free worker; beyond them new clients
-    /// are refused as busy.
-    #[arg(long, default_value_t = 128)]
-    pub queue: usize,
+    /// are refused as busy. A limit, not an allocation. [range: 0..=1000000]
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub queue: u32,
 
-    /// The kernel's listen backlog.
-    #[arg(long, default_value_t = 1024)]
+    /// The kernel's listen backlog (the kernel may cap it). [range: 1..=65535]
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65_535))]
     pub backlog: u32,
 
     /// How long draining may take before what is left is force-closed (exit 124).
@@ -98,7 +100,94 @@ pub struct ServerArgs {
     pub upgrade_timeout: Duration,
 }
 
+/// Most worker threads: each costs a thread and its stack, and operating systems cap
+/// threads and memory maps well before 20,000 (Linux's default map limit allows about
+/// 16,000 threads).
+const MAX_WORKERS: i64 = 10_000;
+
+/// Longest accepted duration for any option: a day is already absurd for a shutdown.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
+/// Checks `value` of `option` lies in `min..=max`.
+fn within<T: PartialOrd + fmt::Debug>(
+    option: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), String> {
+    if value < min || value > max {
+        return Err(format!(
+            "{option} {value:?} is out of range {min:?}..={max:?}"
+        ));
+    }
+    Ok(())
+}
+
+impl Cli {
+    /// Checks what clap's per-option parsers cannot: ranges that depend on other
+    /// options, and ranges of durations and sizes. One line per error (SPEC §3: exit 2).
+    pub fn validate(&self) -> Result<(), String> {
+        match &self.command {
+            Command::Echo(args) => {
+                args.server.validate()?;
+                within("--max-line", args.max_line, 1, 64 << 20)
+            }
+            Command::Http(args) => {
+                args.server.validate()?;
+                within("--max-body", args.max_body, 0, 1 << 30)?;
+                within("--max-head-bytes", args.max_head_bytes, 1024, 1 << 20)?;
+                within("--header-timeout", args.header_timeout, MS, HOUR)?;
+                within("--body-timeout", args.body_timeout, MS, HOUR)?;
+                within("--work-delay", args.work_delay, Duration::ZERO, HOUR)?;
+                within(
+                    "--keepalive-grace",
+                    args.keepalive_grace,
+                    Duration::ZERO,
+                    MINUTE,
+                )
+            }
+        }
+    }
+}
+
+const MS: Duration = Duration::from_millis(1);
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+
 impl ServerArgs {
+    fn validate(&self) -> Result<(), String> {
+        within("--tick", self.tick, MS, MINUTE)?;
+        // Below a millisecond an idle acceptor polls so often it burns a core.
+        within(
+            "--accept-poll",
+            self.accept_poll,
+            MS,
+            Duration::from_secs(1),
+        )?;
+        within("--linger", self.linger, Duration::ZERO, MINUTE)?;
+        within("--idle-timeout", self.idle_timeout, MS, MAX_DURATION)?;
+        within("--upgrade-timeout", self.upgrade_timeout, MS, HOUR)?;
+        if let Some(budget) = self.shutdown_timeout {
+            if budget <= self.cleanup_timeout {
+                return Err(format!(
+                    "--shutdown-timeout {budget:?} leaves no time to drain: it must exceed \
+                     --cleanup-timeout {:?}",
+                    self.cleanup_timeout
+                ));
+            }
+        }
+        let (budget, cleanup) = self.budget();
+        let drain = budget.saturating_sub(cleanup);
+        if !self.drain_delay.is_zero() && self.drain_delay >= drain {
+            return Err(format!(
+                "--drain-delay {:?} must be shorter than the drain time {drain:?} (the \
+                 shutdown budget minus --cleanup-timeout), which it is part of",
+                self.drain_delay
+            ));
+        }
+        Ok(())
+    }
+
     /// The overall shutdown budget and the part of it kept for cleanup.
     pub fn budget(&self) -> (Duration, Duration) {
         let budget = self
@@ -162,8 +251,44 @@ pub struct HttpArgs {
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|err| format!("{err} (write durations like 30s, 250ms)"))
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{err} (write durations like 30s, 250ms)"))?;
+    if duration > MAX_DURATION {
+        return Err(format!("`{text}` is longer than a day"));
+    }
+    Ok(duration)
+}
+
+/// Parses the command line. On a usage error, prints one line (clap's first) and
+/// returns exit code 2; help and version print as clap prints them.
+pub fn parse() -> Result<Cli, u8> {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                err.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                let _ = err.print();
+                return Err(u8::try_from(err.exit_code()).unwrap_or(2));
+            }
+            let text = err.to_string();
+            let first = text.lines().next().unwrap_or("bad usage");
+            eprintln!(
+                "lameduck: {}",
+                first.strip_prefix("error: ").unwrap_or(first)
+            );
+            return Err(2);
+        }
+    };
+    if let Err(problem) = cli.validate() {
+        eprintln!("lameduck: {problem}");
+        return Err(2);
+    }
+    Ok(cli)
 }
 
 /// Parses `65536`, `64KiB`, `64K`, `1MiB`, `64KB` (decimal) and friends.

@@ -8,7 +8,6 @@ use std::error::Error;
 use std::net::TcpListener;
 use std::process::ExitCode;
 
-use clap::Parser;
 use lameduck::deploy::Deploy;
 use lameduck::protocol::echo::Echo;
 use lameduck::protocol::http::{Hello, Http};
@@ -20,8 +19,11 @@ use cli::{Cli, Command, ServerArgs};
 const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {
-    // clap prints usage errors (and a missing subcommand) itself and exits 2.
-    let cli = Cli::parse();
+    let cli = match cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
+    panics_as_log_lines();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_timestamp_millis()
         .init();
@@ -53,7 +55,7 @@ fn builder(args: &ServerArgs, life: &Lifecycle, listener: TcpListener) -> Server
     lameduck::Server::builder()
         .listener(listener)
         .workers(args.workers as usize)
-        .queue(args.queue)
+        .queue(args.queue as usize)
         .backlog(args.backlog)
         .tick(args.tick)
         .drain_timeout(life.drain_timeout())
@@ -118,4 +120,29 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     }
     println!("{report}");
     Ok(report.exit_code())
+}
+
+/// A panic is one error line in the log, not a message and a backtrace hint on raw
+/// stderr: a handler's panic is caught and counted by the pool (its connection is
+/// closed, the worker lives on), and the rare panic inside std while starting a thread
+/// under a resource limit is followed by the clean one-line start error. With
+/// `RUST_BACKTRACE` set, the default report (with the backtrace) is kept for debugging.
+fn panics_as_log_lines() {
+    if std::env::var_os("RUST_BACKTRACE").is_some() {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let name = thread.name().unwrap_or("unnamed");
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(no message)");
+        match info.location() {
+            Some(at) => log::error!("thread {name} panicked at {at}: {message}"),
+            None => log::error!("thread {name} panicked: {message}"),
+        }
+    }));
 }
