@@ -137,6 +137,65 @@ fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a 
         .map(|(_, value)| value.as_slice())
 }
 
+/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`, and a request whose
+/// `Host` is repeated or is not a valid `uri-host [ ":" port ]` gets 400 — two hosts
+/// are how requests get routed to one backend and interpreted as another.
+fn check_host(headers: &[(String, Vec<u8>)], version: Version) -> Result<(), RequestError> {
+    let mut hosts = headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("host"))
+        .map(|(_, value)| value.as_slice());
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::Http11 => {
+            Err(RequestError::bad("HTTP/1.1 request without Host"))
+        }
+        (None, _) => Ok(()),
+        (Some(_), Some(_)) => Err(RequestError::bad("more than one Host")),
+        (Some(host), None) if is_valid_host(host) => Ok(()),
+        (Some(_), None) => Err(RequestError::bad("invalid Host")),
+    }
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): an IP literal in brackets, or a
+/// reg-name / IPv4 address of unreserved, percent-encoded and sub-delimiter
+/// characters, then optional digits after a colon. Empty is valid (a target without
+/// an authority). No spaces, no `@` (userinfo), no `/`, `?` or `#`.
+fn is_valid_host(host: &[u8]) -> bool {
+    let (name, port) = match host.strip_prefix(b"[") {
+        Some(rest) => {
+            let Some(end) = rest.iter().position(|&b| b == b']') else {
+                return false;
+            };
+            let literal = &rest[..end];
+            let valid_literal = !literal.is_empty()
+                && literal
+                    .iter()
+                    .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'));
+            if !valid_literal {
+                return false;
+            }
+            (&[][..], &rest[end + 1..])
+        }
+        None => match host.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&host[..colon], &host[colon..]),
+            None => (host, &[][..]),
+        },
+    };
+    let valid_port = match port.strip_prefix(b":") {
+        Some(digits) => digits.iter().all(u8::is_ascii_digit),
+        None => port.is_empty(),
+    };
+    let valid_name = name.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
+            || matches!(
+                b,
+                b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            )
+    });
+    valid_port && valid_name
+}
+
 /// Whether a comma-separated header (such as `Connection`) lists `token`.
 pub(crate) fn has_token(headers: &[(String, Vec<u8>)], name: &str, token: &str) -> bool {
     headers
@@ -233,9 +292,7 @@ pub fn parse_head(input: &[u8], limits: &Limits) -> Result<Parsed, RequestError>
         .map(|h| (h.name.to_string(), h.value.trim_ascii().to_vec()))
         .collect();
     let framing = framing(&headers, version, limits)?;
-    if version == Version::Http11 && header_value(&headers, "host").is_none() {
-        return Err(RequestError::bad("HTTP/1.1 request without Host"));
-    }
+    check_host(&headers, version)?;
     let expects_continue = match header_value(&headers, "expect") {
         None => false,
         Some(value) if value.eq_ignore_ascii_case(b"100-continue") => {
@@ -473,6 +530,28 @@ mod tests {
     }
 
     #[test]
+    fn valid_hosts_are_accepted() {
+        for good in [
+            &b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: example.com:8080\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: xn--d1acufc.xn--p1ai\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    parse_head(good, &Limits::default()),
+                    Ok(Parsed::Complete(..))
+                ),
+                "{}",
+                String::from_utf8_lossy(good)
+            );
+        }
+    }
+
+    #[test]
     fn malformed_heads_are_400() {
         for bad in [
             &b"GET / HTTP/1.1\r\n\r\n"[..], // no Host
@@ -483,6 +562,16 @@ mod tests {
             b"GET\r\n\r\n",
             b"this is not http\r\n\r\n",
             b"GET / HTTP/1.1 extra\r\nHost: x\r\n\r\n",
+            // RFC 9112 §3.2: exactly one valid Host.
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: user@a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a/b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n",
         ] {
             assert_eq!(status(bad), 400, "{}", String::from_utf8_lossy(bad));
         }
