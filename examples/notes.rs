@@ -46,12 +46,12 @@ struct Args {
     addr: SocketAddr,
 
     /// Worker threads, each serving one connection at a time.
-    #[arg(long, default_value_t = 64)]
-    workers: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    workers: u16,
 
     /// Accepted connections that may wait for a free worker.
-    #[arg(long, default_value_t = 64)]
-    queue: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    queue: u32,
 
     /// The whole shutdown budget, from the signal to the report.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
@@ -96,8 +96,14 @@ struct Db {
 }
 
 impl Db {
-    fn open(path: &PathBuf) -> rusqlite::Result<Db> {
+    fn open(path: &PathBuf) -> Result<Db, Box<dyn Error + Send + Sync>> {
         let conn = rusqlite::Connection::open(path)?;
+        // SQLite falls back to read-only when it cannot write (file mode, a read-only
+        // mount, `mode=ro`): a service that stores notes must refuse to start, not say
+        // ready and answer every POST 500.
+        if conn.is_readonly(rusqlite::DatabaseName::Main)? {
+            return Err(format!("database {} is read-only", path.display()).into());
+        }
         // WAL lets readers run beside the writer; NORMAL syncs at checkpoints, which
         // keeps every committed note across a crash of this process.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -260,8 +266,8 @@ fn run(args: Args) -> Result<u8, Box<dyn Error>> {
     // let the new one write while the old one finishes its last requests.
     let server = Server::builder()
         .listener(deploy.listen(args.addr, 1024)?)
-        .workers(args.workers)
-        .queue(args.queue)
+        .workers(usize::from(args.workers))
+        .queue(args.queue as usize)
         .tick(args.tick)
         .drain_delay(args.drain_delay)
         .drain_timeout(life.drain_timeout())

@@ -337,3 +337,31 @@ fn a_database_that_cannot_open_exits_1_with_one_line() {
     );
     assert!(!stderr.contains("panicked"), "stderr: {stderr}");
 }
+
+/// A read-only database (here `mode=ro`; a read-only mount or file mode alike) is
+/// refused at start: exit 1 with the cause, rather than saying ready and answering
+/// every POST 500.
+#[test]
+fn a_read_only_database_is_refused_at_start() {
+    let (dir, db) = fresh_db("notes-readonly");
+    {
+        let conn = rusqlite::Connection::open(&db).expect("create the database");
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; CREATE TABLE notes (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+        )
+        .expect("set it up as the example would");
+    }
+    let read_only = format!("file:{}?mode=ro", db.display());
+    let mut notes = Process::spawn_with_env(
+        &example("notes"),
+        &["--db", &read_only, "--addr", "127.0.0.1:0"],
+        &[("RUST_LOG", "error")],
+    );
+    let (status, last) = notes.finish();
+    assert_eq!(status.code(), Some(1), "{}", notes.dump());
+    assert!(last.is_empty(), "it never said listening");
+    let stderr = notes.stderr_text();
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
+    assert!(stderr.contains("read-only"), "the cause is named: {stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
