@@ -5,7 +5,7 @@
 set -euo pipefail
 binary=$(realpath "${1:-target/release/lameduck}")
 dir=$(mktemp -d); trap 'rm -rf "$dir"' EXIT; cd "$dir"
-"$binary" http --addr 127.0.0.1:8082 --drain-delay 5s --shutdown-timeout 25s > out.txt 2> err.txt &
+"$binary" http --addr 127.0.0.1:8082 --drain-delay 5s --shutdown-timeout 30s > out.txt 2> err.txt &
 until grep -q listening out.txt 2>/dev/null; do sleep 0.05; done
 status() { curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:8082$1" || true; }
 start=$(date +%s.%N)
