@@ -365,6 +365,37 @@ fn work_past_the_drain_deadline_is_forced_and_exits_124() {
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 
+/// The readiness delay is part of the budget, not added to it: with a 3 s budget,
+/// 1 s of it kept for cleanup and a 1 s delay, stuck work is forced at 2 s and the
+/// report comes within the 3 s (it used to come at 4 s and more).
+#[test]
+fn the_drain_delay_counts_inside_the_shutdown_budget() {
+    let (mut server, addr) = http_server(&[
+        "--work-delay",
+        "20s",
+        "--drain-delay",
+        "1s",
+        "--shutdown-timeout",
+        "3s",
+        "--cleanup-timeout",
+        "1s",
+    ]);
+    let mut client = connect(addr);
+    send(&mut client, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(read_reply(&mut client, false).status, 200);
+    send(&mut client, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n");
+    server.signal("TERM");
+    let (status, report) = server.finish();
+    assert_eq!(status.code(), Some(124), "{}", server.dump());
+    let drain = support::field_num(&report, "drain_ms");
+    let total = support::field_num(&report, "total_ms");
+    assert!(
+        (2000..2600).contains(&drain),
+        "forced at the 2 s drain deadline: {report}"
+    );
+    assert!(total <= 3100, "within the 3 s budget: {report}");
+}
+
 /// How a closed-loop client's run ended: the responses it read, or what went wrong.
 type LoopEnd = Result<usize, String>;
 
