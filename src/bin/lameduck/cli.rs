@@ -76,6 +76,12 @@ pub struct ServerArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Give up a connection whose client takes no byte of a reply for this long
+    /// (it stopped reading): it is dropped, maybe with a reset, and counted as
+    /// write_timeouts in the report. Any progress restarts the clock.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
     /// Longest wait between two polls of a listener idle for over half a second (the
     /// first client after a quiet spell waits up to this; while clients keep coming
     /// the acceptor polls at least every millisecond).
@@ -220,6 +226,20 @@ mod tests {
             panic!("parsed as {cli:?}");
         };
         assert_eq!(args.keepalive_grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn write_timeout_defaults_to_the_library_default() {
+        let cli = Cli::parse_from(["lameduck", "echo"]);
+        let Command::Echo(args) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.server.write_timeout, lameduck::DEFAULT_WRITE_TIMEOUT);
+        let cli = Cli::parse_from(["lameduck", "http", "--write-timeout", "250ms"]);
+        let Command::Http(args) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.server.write_timeout, Duration::from_millis(250));
     }
 
     #[test]

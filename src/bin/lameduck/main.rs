@@ -56,6 +56,7 @@ fn builder(args: &ServerArgs, life: &Lifecycle, listener: TcpListener) -> Server
         .queue(args.queue)
         .backlog(args.backlog)
         .tick(args.tick)
+        .write_timeout(args.write_timeout)
         .drain_timeout(life.drain_timeout())
         .drain_delay(args.drain_delay)
         .linger(args.linger)
