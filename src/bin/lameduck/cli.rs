@@ -123,6 +123,11 @@ pub struct EchoArgs {
     #[arg(long, default_value = "64KiB", value_parser = parse_size)]
     pub max_line: usize,
 
+    /// How long a line may take to arrive whole, from its first byte; then the
+    /// client gets `Error: line timeout` and the connection is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub line_timeout: Duration,
+
     /// The line sent to each client on shutdown (the server adds \r\n).
     #[arg(long, default_value = lameduck::protocol::echo::DEFAULT_GOODBYE)]
     pub goodbye: String,
@@ -229,12 +234,16 @@ mod tests {
     }
 
     #[test]
-    fn write_timeout_defaults_to_the_library_default() {
+    fn deadlines_default_to_the_library_defaults() {
         let cli = Cli::parse_from(["lameduck", "echo"]);
         let Command::Echo(args) = cli.command else {
             panic!("parsed as {cli:?}");
         };
         assert_eq!(args.server.write_timeout, lameduck::DEFAULT_WRITE_TIMEOUT);
+        assert_eq!(
+            args.line_timeout,
+            lameduck::protocol::echo::DEFAULT_LINE_TIMEOUT
+        );
         let cli = Cli::parse_from(["lameduck", "http", "--write-timeout", "250ms"]);
         let Command::Http(args) = cli.command else {
             panic!("parsed as {cli:?}");
