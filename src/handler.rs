@@ -8,7 +8,8 @@ use crate::server::Connection;
 /// Serves one connection from its first byte to its goodbye.
 ///
 /// The server calls [`Handler::handle`] on a worker thread with the connection's
-/// socket already tuned (a read and write timeout of one tick, `TCP_NODELAY`). A
+/// socket already tuned (a read timeout of one tick, a write timeout of at most one
+/// tick, `TCP_NODELAY`). A
 /// handler returns `Ok(())` when the conversation is over — the client closed, an
 /// error reply was sent, or [`Connection::is_draining`] turned true and the goodbye
 /// was written — and the server then closes the connection gracefully. Returning

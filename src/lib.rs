@@ -77,7 +77,7 @@ pub use handler::Handler;
 pub use lifecycle::{DrainSummary, Lifecycle, StartupError};
 pub use server::{
     exit_code, Connection, Outcome, Received, Report, Server, ServerBuilder, ServerHandle,
-    StartError,
+    StartError, DEFAULT_WRITE_TIMEOUT,
 };
 pub use shutdown::{Reason, Shutdown};
 pub use signals::SignalError;

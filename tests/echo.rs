@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::io::{ErrorKind, Write};
+use std::io::ErrorKind;
 use std::net::{Shutdown as Direction, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::thread;
@@ -245,33 +245,9 @@ fn a_line_over_the_limit_is_refused_with_bounded_memory() {
     expect_report(&mut server, 0);
 }
 
-/// A client that sends forever and never reads: its worker ends up blocked writing
-/// replies into a full socket. Returns once that has happened — the client's own
-/// writes stall because the worker stopped reading — so the test never races it.
+/// A client that floods lines and never reads, its worker stuck writing replies.
 fn flood_without_reading(addr: std::net::SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect(addr).unwrap();
-    stream
-        .set_write_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let mut writer = stream.try_clone().unwrap();
-    let (stalled_tx, stalled_rx) = crossbeam_channel::bounded(1);
-    thread::spawn(move || {
-        let lines = b"fill the pipe with lines that are never read\n".repeat(1000);
-        let deadline = Instant::now() + PATIENCE;
-        while Instant::now() < deadline {
-            match writer.write(&lines) {
-                Ok(_) => {}
-                Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    let _ = stalled_tx.try_send(());
-                }
-                Err(_) => break,
-            }
-        }
-    });
-    stalled_rx
-        .recv_timeout(PATIENCE)
-        .expect("the flood stalls once the worker is stuck writing");
-    stream
+    support::flood_without_reading(addr, b"fill the pipe with lines that are never read\n")
 }
 
 #[test]

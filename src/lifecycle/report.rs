@@ -17,6 +17,9 @@ pub struct DrainSummary {
     pub drained: u64,
     /// Connections whose handler panicked over the whole run.
     pub panics: u64,
+    /// Connections given up on over the whole run because the client read nothing
+    /// for the write timeout.
+    pub write_timeouts: u64,
     /// Connections force-closed at the deadline.
     pub forced: u64,
     /// Connections refused as busy over the whole run.
@@ -37,6 +40,7 @@ impl Default for DrainSummary {
         DrainSummary {
             drained: 0,
             panics: 0,
+            write_timeouts: 0,
             forced: 0,
             refused_busy: 0,
             detached_threads: 0,
@@ -51,6 +55,7 @@ impl From<&server::Report> for DrainSummary {
         DrainSummary {
             drained: report.drained,
             panics: report.panics,
+            write_timeouts: report.write_timeouts,
             forced: report.forced,
             refused_busy: report.refused_busy,
             detached_threads: report.detached.len() as u64,
@@ -185,9 +190,9 @@ impl fmt::Display for Report {
         write!(
             f,
             "stopped reason={} outcome={} drained={} forced={} refused_busy={} panics={} \
-             detached_threads={} drain_ms={} total_ms={} tasks={} tasks_failed={} \
-             tasks_panicked={} tasks_detached={} tasks_ms={} hooks_failed={} resources={} \
-             resources_failed={} cleanup_ms={}",
+             detached_threads={} drain_ms={} total_ms={} write_timeouts={} tasks={} \
+             tasks_failed={} tasks_panicked={} tasks_detached={} tasks_ms={} hooks_failed={} \
+             resources={} resources_failed={} cleanup_ms={}",
             self.reason,
             self.outcome,
             self.drain.drained,
@@ -197,6 +202,7 @@ impl fmt::Display for Report {
             self.detached_threads(),
             self.drain_time.as_millis(),
             self.total_time.as_millis(),
+            self.drain.write_timeouts,
             self.tasks.tasks.len(),
             self.tasks.failed(),
             self.tasks.panicked(),

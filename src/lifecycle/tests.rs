@@ -387,4 +387,5 @@ fn the_report_line_is_key_value_pairs_without_spaces() {
             "total_ms"
         ]
     );
+    assert_eq!(keys[9], "write_timeouts", "{line}");
 }

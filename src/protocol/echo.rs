@@ -3,7 +3,9 @@
 //! Lines are framed on raw bytes, never decoded, so invalid UTF-8 is echoed like any
 //! other byte. Replies to every complete line in one read are batched into one write.
 //! The pending buffer never holds more than `max_line` bytes plus one read, whatever
-//! the client sends.
+//! the client sends, and a line must arrive whole within the line timeout of its
+//! first byte, so a client dripping a line cannot hold a worker (HTTP's header
+//! timeout, for lines).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -13,12 +15,20 @@ use crate::server::{Connection, Received};
 
 /// The reply to a line longer than the limit; the connection is then closed.
 pub const LINE_TOO_LONG: &[u8] = b"Error: line too long\r\n";
+/// The reply to a line not complete within the line timeout of its first byte; the
+/// connection is then closed.
+pub const LINE_TIMEOUT: &[u8] = b"Error: line timeout\r\n";
 /// The reply to a client quiet for the idle timeout; the connection is then closed.
 pub const IDLE_TIMEOUT: &[u8] = b"Error: idle timeout\r\n";
 /// The reply to a client turned away because the server is full.
 pub const SERVER_BUSY: &[u8] = b"Error: server busy\r\n";
 /// The default goodbye line, without its `\r\n`.
 pub const DEFAULT_GOODBYE: &str = "Server is shutting down. Goodbye!";
+
+/// The default of [`Echo::line_timeout`]: HTTP's header timeout, for the same
+/// attack. A person typing into `nc` sends a line whole when they press Enter, so
+/// only a client that drips a line byte by byte comes near it.
+pub const DEFAULT_LINE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How much one read asks for.
 const READ_CHUNK: usize = 8 * 1024;
@@ -142,11 +152,43 @@ impl Lines {
     }
 }
 
+/// When the line in progress began, to cut off one that arrives too slowly.
+#[derive(Debug, Default)]
+struct LineClock {
+    started: Option<Instant>,
+}
+
+impl LineClock {
+    /// After bytes that arrived at `now` were framed: `completed` if they ended at
+    /// least one line, `pending` if part of a line is left waiting for its end.
+    fn framed(&mut self, now: Instant, completed: bool, pending: bool) {
+        self.started = match (pending, completed) {
+            (false, _) => None,
+            // The line left over began in these bytes.
+            (true, true) => Some(now),
+            (true, false) => self.started.or(Some(now)),
+        };
+    }
+
+    /// When the line in progress runs out of time; `None` without one (or with a
+    /// timeout too large to add to an instant, which is none at all).
+    fn deadline(&self, timeout: Duration) -> Option<Instant> {
+        self.started
+            .and_then(|started| started.checked_add(timeout))
+    }
+
+    fn expired(&self, now: Instant, timeout: Duration) -> bool {
+        self.deadline(timeout)
+            .is_some_and(|deadline| now >= deadline)
+    }
+}
+
 /// The echo server's handler.
 #[derive(Debug, Clone)]
 pub struct Echo {
     max_line: usize,
     idle_timeout: Duration,
+    line_timeout: Duration,
     goodbye: Vec<u8>,
 }
 
@@ -157,11 +199,13 @@ impl Default for Echo {
 }
 
 impl Echo {
-    /// Limits of SPEC §4: 64 KiB lines, 5 minutes idle, the tutorial's goodbye.
+    /// Limits of SPEC §4: 64 KiB lines, 5 minutes idle, 10 seconds per line, the
+    /// tutorial's goodbye.
     pub fn new() -> Echo {
         Echo {
             max_line: 64 * 1024,
             idle_timeout: Duration::from_secs(300),
+            line_timeout: DEFAULT_LINE_TIMEOUT,
             goodbye: format!("{DEFAULT_GOODBYE}\r\n").into_bytes(),
         }
     }
@@ -176,6 +220,25 @@ impl Echo {
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = timeout;
         self
+    }
+
+    /// How long a line may take to arrive whole, counted from its first byte; past
+    /// it the client gets `Error: line timeout` and the connection is closed
+    /// gracefully. Time between lines is the idle timeout's. Default
+    /// [`DEFAULT_LINE_TIMEOUT`] (10 s).
+    pub fn line_timeout(mut self, timeout: Duration) -> Self {
+        self.line_timeout = timeout;
+        self
+    }
+
+    /// When the next read must return: at the idle timeout, or sooner at the end
+    /// of the line in progress.
+    fn deadline(&self, last_heard: Instant, line: &LineClock) -> Option<Instant> {
+        let idle = last_heard.checked_add(self.idle_timeout);
+        match (idle, line.deadline(self.line_timeout)) {
+            (Some(idle), Some(line)) => Some(idle.min(line)),
+            (idle, line) => idle.or(line),
+        }
     }
 
     /// The goodbye line sent on shutdown; `\r\n` is added. Default
@@ -216,7 +279,8 @@ impl Handler for Echo {
         let mut chunk = vec![0u8; READ_CHUNK];
         let mut out = Vec::new();
         let mut last_heard = Instant::now();
-        conn.set_deadline(Some(last_heard + self.idle_timeout));
+        let mut line = LineClock::default();
+        conn.set_deadline(self.deadline(last_heard, &line));
         loop {
             out.clear();
             if conn.is_draining() {
@@ -225,12 +289,20 @@ impl Handler for Echo {
             match conn.read_request(&mut chunk)? {
                 Received::Data(n) => {
                     last_heard = Instant::now();
-                    conn.set_deadline(Some(last_heard + self.idle_timeout));
                     let framed = lines.feed(&chunk[..n], self.max_line, &mut out);
                     if framed == Framed::TooLong {
                         out.extend_from_slice(LINE_TOO_LONG);
                         return conn.write_all(&out);
                     }
+                    // Replies in `out` mean these bytes ended at least one line.
+                    line.framed(last_heard, !out.is_empty(), !lines.pending().is_empty());
+                    // A client dripping a byte per read never lets a read time out:
+                    // the clock is checked on data too.
+                    if line.expired(last_heard, self.line_timeout) {
+                        out.extend_from_slice(LINE_TIMEOUT);
+                        return conn.write_all(&out);
+                    }
+                    conn.set_deadline(self.deadline(last_heard, &line));
                     conn.write_all(&out)?;
                 }
                 Received::Eof => {
@@ -238,6 +310,9 @@ impl Handler for Echo {
                     return conn.write_all(&out);
                 }
                 Received::Quiet => {
+                    if line.expired(Instant::now(), self.line_timeout) {
+                        return conn.write_all(LINE_TIMEOUT);
+                    }
                     if last_heard.elapsed() >= self.idle_timeout {
                         return conn.write_all(IDLE_TIMEOUT);
                     }
@@ -319,6 +394,59 @@ mod tests {
         assert_eq!(
             out, b"Echo: ok\r\n",
             "lines before the long one are answered"
+        );
+    }
+
+    #[test]
+    fn the_line_clock_runs_from_a_line_s_first_byte_to_its_end() {
+        let timeout = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut line = LineClock::default();
+        line.framed(at(0), true, false);
+        assert_eq!(line.deadline(timeout), None, "whole lines start no clock");
+        line.framed(at(100), false, true);
+        assert_eq!(
+            line.deadline(timeout),
+            Some(at(10_100)),
+            "from the first byte"
+        );
+        line.framed(at(9_000), false, true);
+        assert_eq!(
+            line.deadline(timeout),
+            Some(at(10_100)),
+            "more bytes of the same line do not push it back"
+        );
+        assert!(!line.expired(at(10_099), timeout));
+        assert!(line.expired(at(10_100), timeout));
+        line.framed(at(9_500), true, true);
+        assert_eq!(
+            line.deadline(timeout),
+            Some(at(19_500)),
+            "the next line's clock starts with the read that ended the last one"
+        );
+        line.framed(at(9_600), true, false);
+        assert_eq!(line.deadline(timeout), None);
+        assert!(!line.expired(at(100_000), timeout));
+    }
+
+    #[test]
+    fn the_read_deadline_is_the_sooner_of_idle_and_line() {
+        let echo = Echo::new()
+            .idle_timeout(Duration::from_secs(300))
+            .line_timeout(Duration::from_secs(10));
+        let t0 = Instant::now();
+        let mut line = LineClock::default();
+        assert_eq!(
+            echo.deadline(t0, &line),
+            Some(t0 + Duration::from_secs(300))
+        );
+        line.framed(t0, false, true);
+        assert_eq!(echo.deadline(t0, &line), Some(t0 + Duration::from_secs(10)));
+        let short_idle = echo.idle_timeout(Duration::from_secs(1));
+        assert_eq!(
+            short_idle.deadline(t0, &line),
+            Some(t0 + Duration::from_secs(1))
         );
     }
 

@@ -1,8 +1,10 @@
 //! One client connection as a handler sees it, and its graceful close.
 //!
 //! Every read waits at most one tick (a socket read timeout), so a worker blocked on a
-//! quiet client notices draining within a tick; every write is bounded the same way, so
-//! a client that never reads cannot hold a worker past a forced shutdown. The close is
+//! quiet client notices draining within a tick. Every write is bounded the same way,
+//! and a write that makes no progress for the write timeout gives the connection up:
+//! a client that stops reading holds its worker for that long, not until a forced
+//! shutdown (see [`Connection::write_all`]). The close is
 //! the one of SPEC §2.3: shut down our write side (the client reads EOF after every
 //! reply), discard what it still sends for a bounded linger, then close. Closing a
 //! socket with unread input makes Linux send a reset, which can destroy replies the
@@ -55,6 +57,11 @@ pub struct Connection<'a> {
     stream: TcpStream,
     peer: SocketAddr,
     tick: Duration,
+    write_timeout: Duration,
+    /// The socket's write timeout: how long one `write` call waits for room.
+    write_tick: Duration,
+    /// A write made no progress for `write_timeout` and the connection was given up.
+    gave_up: bool,
     /// The read timeout currently set on the socket, to skip redundant syscalls.
     read_timeout: Option<Duration>,
     /// When the handler's own wait ends (an idle timeout, a header timeout).
@@ -74,6 +81,62 @@ pub struct Connection<'a> {
     app: Shutdown,
 }
 
+/// The deadlines of a connection's blocking calls.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    /// The longest one read or write call blocks.
+    pub(crate) tick: Duration,
+    /// How long a write may go without the client taking a single byte.
+    pub(crate) write: Duration,
+}
+
+impl Timeouts {
+    /// The socket's write timeout: the tick, but at most a quarter of the write
+    /// timeout. A write blocked on a full socket is only woken once a good share of
+    /// the buffer has drained, so a client that reads a little at a time may free
+    /// room without waking it; retrying a few times per write timeout finds that room
+    /// and counts it as progress, while a client that reads nothing is still given up
+    /// within a quarter past the timeout.
+    fn write_tick(self) -> Duration {
+        self.tick.min(self.write / 4).max(Duration::from_millis(1))
+    }
+}
+
+/// How long a write has gone without the socket taking a byte. The clock is read
+/// only when a write times out: a write into a socket with room costs nothing more.
+#[derive(Debug, Default)]
+struct Stall {
+    since: Option<Instant>,
+}
+
+impl Stall {
+    /// A `write` call returned at `now` after waiting `waited` for room and took
+    /// nothing: true once nothing has been taken for `limit`.
+    fn timed_out(&mut self, now: Instant, waited: Duration, limit: Duration) -> bool {
+        let since = *self
+            .since
+            .get_or_insert_with(|| now.checked_sub(waited).unwrap_or(now));
+        now.saturating_duration_since(since) >= limit
+    }
+
+    /// The socket took some bytes: the client is reading, however slowly.
+    fn progressed(&mut self) {
+        self.since = None;
+    }
+}
+
+/// The error of a write given up on (see [`Connection::write_all`]).
+#[derive(Debug)]
+struct WriteStalled(Duration);
+
+impl std::fmt::Display for WriteStalled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the client read nothing for {:?}: given up", self.0)
+    }
+}
+
+impl std::error::Error for WriteStalled {}
+
 fn is_timeout(err: &io::Error) -> bool {
     // SO_RCVTIMEO/SO_SNDTIMEO expiry is EAGAIN on Unix and WSAETIMEDOUT on Windows.
     matches!(
@@ -86,7 +149,7 @@ impl<'a> Connection<'a> {
     pub(crate) fn new(
         stream: TcpStream,
         peer: SocketAddr,
-        tick: Duration,
+        timeouts: Timeouts,
         draining: Shutdown,
         app: Shutdown,
         slot: Option<SlotGuard<'a>>,
@@ -94,12 +157,17 @@ impl<'a> Connection<'a> {
     ) -> io::Result<Connection<'a>> {
         stream.set_nonblocking(false)?;
         stream.set_nodelay(true)?;
+        let Timeouts { tick, write } = timeouts;
+        let write_tick = timeouts.write_tick();
         stream.set_read_timeout(Some(tick))?;
-        stream.set_write_timeout(Some(tick))?;
+        stream.set_write_timeout(Some(write_tick))?;
         Ok(Connection {
             stream,
             peer,
             tick,
+            write_timeout: write,
+            write_tick,
+            gave_up: false,
             read_timeout: Some(tick),
             deadline: None,
             slot,
@@ -303,26 +371,51 @@ impl<'a> Connection<'a> {
         result
     }
 
-    /// Writes all of `bytes`, however long the client takes to read them, until the
-    /// shutdown is forced.
+    /// Writes all of `bytes`, however long a client that keeps reading takes to read
+    /// them, until the shutdown is forced — or until the socket has taken no byte at
+    /// all for the server's write timeout: a client that stopped reading is then
+    /// given up on, and the server drops the connection without a graceful close
+    /// (see [`ServerBuilder::write_timeout`](crate::ServerBuilder::write_timeout)).
+    /// Any progress, however small, restarts that clock.
     ///
     /// # Errors
-    /// I/O errors of the socket, or `Interrupted` once forced.
+    /// I/O errors of the socket; `Interrupted` once forced; `TimedOut` when the
+    /// client read nothing for the write timeout.
     pub fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        let mut stall = Stall::default();
         while !bytes.is_empty() {
             if self.is_forced() {
                 return Err(Self::forced_error());
             }
             match self.stream.write(bytes) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => bytes = &bytes[n..],
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    stall.progressed();
+                }
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) if is_timeout(&err) => {}
+                Err(err) if is_timeout(&err) => {
+                    // SO_SNDTIMEO expired with nothing taken: one whole write tick
+                    // without progress.
+                    if stall.timed_out(Instant::now(), self.write_tick, self.write_timeout) {
+                        self.gave_up = true;
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            WriteStalled(self.write_timeout),
+                        ));
+                    }
+                }
                 Err(err) => return Err(err),
             }
         }
         self.last_write = Some(Instant::now());
         Ok(())
+    }
+
+    /// True once a write was given up on because the client read nothing for the
+    /// write timeout: the server then drops the connection and counts it.
+    pub(crate) fn gave_up(&self) -> bool {
+        self.gave_up
     }
 
     /// The underlying stream, for handlers that need a socket option of their own.
@@ -365,5 +458,145 @@ impl<'a> Connection<'a> {
                 Err(_) => return false,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::thread;
+
+    #[test]
+    fn a_stall_counts_from_the_start_of_the_first_write_that_took_nothing() {
+        let limit = Duration::from_millis(1000);
+        let tick = Duration::from_millis(250);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut stall = Stall::default();
+        assert!(!stall.timed_out(at(250), tick, limit));
+        assert!(!stall.timed_out(at(500), tick, limit));
+        assert!(!stall.timed_out(at(750), tick, limit));
+        assert!(stall.timed_out(at(1000), tick, limit), "1 s without a byte");
+    }
+
+    #[test]
+    fn progress_restarts_the_stall_clock() {
+        let limit = Duration::from_millis(1000);
+        let tick = Duration::from_millis(250);
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut stall = Stall::default();
+        for round in 0..10 {
+            let base = round * 1000;
+            assert!(!stall.timed_out(at(base + 250), tick, limit));
+            assert!(!stall.timed_out(at(base + 500), tick, limit));
+            assert!(!stall.timed_out(at(base + 750), tick, limit));
+            stall.progressed();
+        }
+        assert!(!stall.timed_out(at(10_250), tick, limit));
+        assert!(stall.timed_out(at(11_000), tick, limit));
+    }
+
+    #[test]
+    fn the_write_tick_is_at_most_a_quarter_of_the_write_timeout() {
+        let timeouts = |tick, write| Timeouts {
+            tick: Duration::from_millis(tick),
+            write: Duration::from_millis(write),
+        };
+        assert_eq!(
+            timeouts(1000, 60_000).write_tick(),
+            Duration::from_secs(1),
+            "the default tick is kept"
+        );
+        assert_eq!(
+            timeouts(1000, 1000).write_tick(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(timeouts(1000, 1).write_tick(), Duration::from_millis(1));
+    }
+
+    /// A server-side connection with `timeouts`, and its client.
+    fn pair(timeouts: Timeouts) -> (Connection<'static>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, peer) = listener.accept().unwrap();
+        let conn = Connection::new(
+            stream,
+            peer,
+            timeouts,
+            Shutdown::new(),
+            Shutdown::new(),
+            None,
+            None,
+        )
+        .unwrap();
+        (conn, client)
+    }
+
+    #[test]
+    fn a_client_that_reads_nothing_is_given_up_after_the_write_timeout() {
+        let write = Duration::from_millis(300);
+        let (mut conn, _client) = pair(Timeouts {
+            tick: Duration::from_secs(1),
+            write,
+        });
+        // Far more than both sockets' buffers hold: the write must stall.
+        let reply = vec![b'x'; 64 << 20];
+        let started = Instant::now();
+        let err = conn
+            .write_all(&reply)
+            .expect_err("the client reads nothing");
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+        assert!(conn.gave_up());
+        assert!(
+            started.elapsed() >= write,
+            "given up after {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_client_that_reads_slowly_is_not_given_up() {
+        let write = Duration::from_millis(500);
+        let (mut conn, mut client) = pair(Timeouts {
+            tick: Duration::from_secs(1),
+            write,
+        });
+        let total = 8 << 20;
+        let reader = thread::spawn(move || {
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            // On loopback the receiver opens its window in steps of one MSS (64 KiB)
+            // once its buffer is full, so a client must read that much per write
+            // timeout for the server to see any room: 32 KiB every 100 ms is
+            // 160 KiB per timeout, still thousands of times slower than loopback.
+            let mut buf = vec![0u8; 32 * 1024];
+            let mut read = 0;
+            let started = Instant::now();
+            // Slow on purpose for two seconds (four write timeouts), then the rest
+            // at full speed.
+            while read < total {
+                if started.elapsed() < Duration::from_secs(2) {
+                    thread::sleep(Duration::from_millis(100));
+                }
+                match client.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+            read
+        });
+        let started = Instant::now();
+        conn.write_all(&vec![b'x'; total])
+            .expect("a client that keeps reading is served");
+        assert!(!conn.gave_up());
+        assert!(
+            started.elapsed() >= write * 2,
+            "the write never stalled: the test proves nothing ({:?})",
+            started.elapsed()
+        );
+        assert_eq!(reader.join().unwrap(), total);
     }
 }

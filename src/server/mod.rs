@@ -35,6 +35,11 @@ use crew::{Crew, JoinEnd};
 use pool::{Job, PoolContext};
 use report::Stats;
 
+/// The default of [`ServerBuilder::write_timeout`]: nginx's `send_timeout`, long
+/// enough for a client on a link that drops out for tens of seconds (TCP's own
+/// retransmission backs off that long) and for a reader that stops to think.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Options of a server; every setter documents its default.
 // Not `Clone`: it may own a listening socket, and a second copy of that descriptor
 // would keep the socket listening after the server closed its own (SPEC §2.3.2).
@@ -46,6 +51,7 @@ pub struct ServerBuilder {
     queue: usize,
     backlog: u32,
     tick: Duration,
+    write_timeout: Duration,
     drain_timeout: Duration,
     drain_delay: Duration,
     linger: Duration,
@@ -63,6 +69,7 @@ impl Default for ServerBuilder {
             queue: 128,
             backlog: 1024,
             tick: Duration::from_secs(1),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             drain_timeout: Duration::from_secs(30),
             drain_delay: Duration::ZERO,
             linger: Duration::from_secs(1),
@@ -117,6 +124,19 @@ impl ServerBuilder {
     /// ticks mean fewer wake-ups of idle threads. Default 1 s.
     pub fn tick(mut self, tick: Duration) -> Self {
         self.tick = tick.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How long a write may go without the client taking a single byte before the
+    /// connection is given up: dropped without a graceful close (the client, which
+    /// is not reading, may see a reset) and counted in [`Report::write_timeouts`].
+    /// Measured between two successive bytes taken, not over a whole reply, so a
+    /// slow client that keeps reading is never cut; like nginx's `send_timeout`.
+    /// Without it, every client that stops reading holds a worker until a forced
+    /// shutdown. A blocked write checks at least four times per timeout, so it
+    /// fires within a quarter past it. Default [`DEFAULT_WRITE_TIMEOUT`] (60 s).
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -203,6 +223,7 @@ impl ServerBuilder {
             spin_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             registry: registry::Registry::new(self.workers, grace),
             tick: self.tick,
+            write_timeout: self.write_timeout,
             linger: self.linger,
             draining: draining.clone(),
             app: shutdown.clone(),
@@ -456,6 +477,7 @@ impl ServerHandle {
             forced: stats.forced.load(Ordering::Relaxed),
             refused_busy: stats.refused_busy.load(Ordering::Relaxed),
             panics: stats.panics.load(Ordering::Relaxed),
+            write_timeouts: stats.write_timeouts.load(Ordering::Relaxed),
             detached,
             drain,
         };

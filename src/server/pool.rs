@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
-use super::connection::{Connection, Spin};
+use super::connection::{Connection, Spin, Timeouts};
 use super::registry::Registry;
 use super::report::Stats;
 use crate::handler::Handler;
@@ -38,6 +38,7 @@ pub(crate) struct PoolContext {
     /// Each worker's current connection, for dismissal and force-close.
     pub(crate) registry: Registry,
     pub(crate) tick: Duration,
+    pub(crate) write_timeout: Duration,
     pub(crate) linger: Duration,
     pub(crate) draining: Shutdown,
     pub(crate) app: Shutdown,
@@ -114,7 +115,10 @@ fn serve(index: usize, stream: TcpStream, peer: SocketAddr, context: &PoolContex
     let mut conn = match Connection::new(
         stream,
         peer,
-        context.tick,
+        Timeouts {
+            tick: context.tick,
+            write: context.write_timeout,
+        },
         context.draining.clone(),
         context.app.clone(),
         slot,
@@ -134,6 +138,18 @@ fn serve(index: usize, stream: TcpStream, peer: SocketAddr, context: &PoolContex
     // which a `Handler` must keep consistent across panics like any `Sync` type
     // shared between threads (a poisoned lock is the usual signal).
     let result = panic::catch_unwind(AssertUnwindSafe(|| context.handler.handle(&mut conn)));
+    if conn.gave_up() && result.is_ok() {
+        // The client stopped reading: no graceful close, which would only wait for a
+        // client that does not listen. Dropping the socket with the client's unread
+        // lines still in our receive buffer sends a reset, which also discards what
+        // the client has not read — it was not reading.
+        Stats::bump(&context.stats.write_timeouts);
+        log::debug!(
+            "{peer}: given up: it read nothing for {:?}",
+            context.write_timeout
+        );
+        return;
+    }
     match result {
         Ok(Ok(())) => {
             let graceful = conn.close_gracefully(context.linger);
@@ -196,6 +212,7 @@ mod tests {
             spin_cores: 0,
             registry: Registry::new(1, Duration::ZERO),
             tick: Duration::from_millis(50),
+            write_timeout: Duration::from_secs(60),
             linger: Duration::from_millis(200),
             draining: Shutdown::new(),
             app: Shutdown::new(),

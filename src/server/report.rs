@@ -64,6 +64,7 @@ pub(crate) struct Stats {
     pub(crate) forced: AtomicU64,
     pub(crate) refused_busy: AtomicU64,
     pub(crate) panics: AtomicU64,
+    pub(crate) write_timeouts: AtomicU64,
 }
 
 impl Stats {
@@ -91,6 +92,9 @@ pub struct Report {
     pub refused_busy: u64,
     /// Connections whose handler panicked.
     pub panics: u64,
+    /// Connections given up on over the whole run because the client read nothing
+    /// for the write timeout.
+    pub write_timeouts: u64,
     /// Names of threads still running when the server gave up on them.
     pub detached: Vec<String>,
     /// From the start of draining to the last connection closed.
@@ -111,7 +115,7 @@ impl fmt::Display for Report {
         write!(
             f,
             "reason={} outcome={} drained={} forced={} refused_busy={} panics={} \
-             detached_threads={} drain_ms={}",
+             detached_threads={} drain_ms={} write_timeouts={}",
             self.reason,
             self.outcome,
             self.drained,
@@ -119,7 +123,8 @@ impl fmt::Display for Report {
             self.refused_busy,
             self.panics,
             self.detached.len(),
-            self.drain.as_millis()
+            self.drain.as_millis(),
+            self.write_timeouts
         )
     }
 }

@@ -449,3 +449,39 @@ impl Client {
 }
 
 pub const GOODBYE: &str = "Server is shutting down. Goodbye!\r\n";
+
+/// A client that sends `request` over and over and never reads: the server's worker
+/// ends up blocked writing replies into a full socket. Returns once that has
+/// happened — the client's own writes stall because the worker stopped reading — so
+/// the test never races it. The flood goes on from a thread until the server gives
+/// the connection up or `PATIENCE` runs out.
+pub fn flood_without_reading(addr: SocketAddr, request: &[u8]) -> TcpStream {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let (stalled_tx, stalled_rx) = crossbeam_channel::bounded(1);
+    let requests = request.repeat(1 + 44_000 / request.len().max(1));
+    thread::spawn(move || {
+        let deadline = Instant::now() + PATIENCE;
+        while Instant::now() < deadline {
+            match writer.write(&requests) {
+                Ok(_) => {}
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    let _ = stalled_tx.try_send(());
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    stalled_rx
+        .recv_timeout(PATIENCE)
+        .expect("the flood stalls once the worker is stuck writing");
+    stream
+}

@@ -78,6 +78,12 @@ pub struct ServerArgs {
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
+    /// Give up a connection whose client takes no byte of a reply for this long
+    /// (it stopped reading): it is dropped, maybe with a reset, and counted as
+    /// write_timeouts in the report. Any progress restarts the clock.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub write_timeout: Duration,
+
     /// Longest wait between two polls of a listener idle for over half a second (the
     /// first client after a quiet spell waits up to this; while clients keep coming
     /// the acceptor polls at least every millisecond).
@@ -205,6 +211,11 @@ pub struct EchoArgs {
     /// Longest line accepted, in bytes (suffixes: KiB, MiB, KB, MB).
     #[arg(long, default_value = "64KiB", value_parser = parse_size)]
     pub max_line: usize,
+
+    /// How long a line may take to arrive whole, from its first byte; then the
+    /// client gets `Error: line timeout` and the connection is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub line_timeout: Duration,
 
     /// The line sent to each client on shutdown (the server adds \r\n).
     #[arg(long, default_value = lameduck::protocol::echo::DEFAULT_GOODBYE)]
@@ -345,6 +356,24 @@ mod tests {
             panic!("parsed as {cli:?}");
         };
         assert_eq!(args.keepalive_grace, Duration::ZERO);
+    }
+
+    #[test]
+    fn deadlines_default_to_the_library_defaults() {
+        let cli = Cli::parse_from(["lameduck", "echo"]);
+        let Command::Echo(args) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.server.write_timeout, lameduck::DEFAULT_WRITE_TIMEOUT);
+        assert_eq!(
+            args.line_timeout,
+            lameduck::protocol::echo::DEFAULT_LINE_TIMEOUT
+        );
+        let cli = Cli::parse_from(["lameduck", "http", "--write-timeout", "250ms"]);
+        let Command::Http(args) = cli.command else {
+            panic!("parsed as {cli:?}");
+        };
+        assert_eq!(args.server.write_timeout, Duration::from_millis(250));
     }
 
     #[test]

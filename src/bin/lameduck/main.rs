@@ -58,6 +58,7 @@ fn builder(args: &ServerArgs, life: &Lifecycle, listener: TcpListener) -> Server
         .queue(args.queue as usize)
         .backlog(args.backlog)
         .tick(args.tick)
+        .write_timeout(args.write_timeout)
         .drain_timeout(life.drain_timeout())
         .drain_delay(args.drain_delay)
         .linger(args.linger)
@@ -88,6 +89,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
             let echo = Echo::new()
                 .max_line(args.max_line)
                 .idle_timeout(args.server.idle_timeout)
+                .line_timeout(args.line_timeout)
                 .goodbye(&args.goodbye);
             builder(&args.server, &life, listener).start(echo, &shutdown)?
         }
