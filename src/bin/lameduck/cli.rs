@@ -136,6 +136,7 @@ impl Cli {
         match &self.command {
             Command::Echo(args) => {
                 args.server.validate()?;
+                within("--line-timeout", args.line_timeout, MS, HOUR)?;
                 within("--max-line", args.max_line, 1, 64 << 20)
             }
             Command::Http(args) => {
@@ -173,6 +174,7 @@ impl ServerArgs {
         within("--linger", self.linger, Duration::ZERO, MINUTE)?;
         within("--idle-timeout", self.idle_timeout, MS, MAX_DURATION)?;
         within("--upgrade-timeout", self.upgrade_timeout, MS, HOUR)?;
+        within("--write-timeout", self.write_timeout, MS, HOUR)?;
         if let Some(budget) = self.shutdown_timeout {
             if budget <= self.cleanup_timeout {
                 return Err(format!(
