@@ -1,6 +1,9 @@
 //! The `lameduck` binary: a thin layer over the library. Protocol lines (`listening
-//! on`, the report) go to stdout; logs go to stderr through `env_logger`; failures a
-//! user can cause are one line on stderr and a documented exit code.
+//! on`, the report) go to stdout, written with a bound ([`lameduck::output`]); logs
+//! go to stderr through `env_logger` and a queue that never blocks
+//! ([`lameduck::logging`]); failures a user can cause are one line on stderr and a
+//! documented exit code. A stdout or stderr nobody reads changes what is printed,
+//! never how the server stops.
 
 mod cli;
 
@@ -12,7 +15,7 @@ use clap::Parser;
 use lameduck::deploy::Deploy;
 use lameduck::protocol::echo::Echo;
 use lameduck::protocol::http::{Hello, Http};
-use lameduck::{signals, Lifecycle, Reason, ServerBuilder, Shutdown};
+use lameduck::{logging, output, signals, Lifecycle, Reason, ServerBuilder, Shutdown};
 
 use cli::{Cli, Command, ServerArgs};
 
@@ -22,16 +25,17 @@ const EXIT_FAILURE: u8 = 1;
 fn main() -> ExitCode {
     // clap prints usage errors (and a missing subcommand) itself and exits 2.
     let cli = Cli::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
-    match run(cli) {
+    // The first logger of this process: installing it cannot fail.
+    let _ = logging::init();
+    let code = match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("lameduck: {}", one_line(err.as_ref()));
+            logging::stderr_line(&format!("lameduck: {}", one_line(err.as_ref())));
             ExitCode::from(EXIT_FAILURE)
         }
-    }
+    };
+    logging::finish(logging::STDERR_BOUND);
+    code
 }
 
 /// An error and its causes on one line, the way a user reads them.
@@ -101,7 +105,14 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
             builder(&args.server, &life, listener).start(http, &shutdown)?
         }
     };
-    server.announce()?;
+    if let Err(err) = server.announce() {
+        // Whoever was to read stdout has gone (a closed pipe); the clients have not.
+        // Serving on is the useful answer: a signal still stops the server.
+        log::warn!(
+            "cannot write `listening on {}` to stdout: {err}; serving anyway",
+            server.local_addr()
+        );
+    }
     // Serving already: a failure here is a shutdown with reason=error, drained.
     let deployed = match deploy.ready(&server, &mut life) {
         Ok(deployed) => Some(deployed),
@@ -116,6 +127,6 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     if let Some(deployed) = deployed {
         deployed.finish(&report);
     }
-    println!("{report}");
+    output::print_line(&report.to_string());
     Ok(report.exit_code())
 }
