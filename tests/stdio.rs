@@ -331,6 +331,8 @@ fn a_stderr_nobody_reads_never_delays_serving_or_the_shutdown() {
     assert_eq!(field(&report, "outcome"), "clean", "{report}");
     assert_eq!(field(&report, "refused_busy"), "3", "{report}");
     assert_eq!(status.code(), Some(0), "{report}");
+    // The figure the README quotes (`-- --nocapture` shows it).
+    eprintln!("SIGTERM → exit: {took:?}");
     assert!(
         took <= BUDGET + STDIO_BOUND,
         "SIGTERM → exit took {took:?}, over the budget {BUDGET:?} + {STDIO_BOUND:?}"
@@ -372,6 +374,8 @@ fn a_full_stdout_never_delays_the_shutdown() {
     let queued = stderr.wait_for("stays queued");
     assert!(queued.contains("stopped reason=signal"), "{queued}");
     assert_eq!(status.code(), Some(0), "stderr:\n{}", stderr.text());
+    // The figure the README quotes (`-- --nocapture` shows it).
+    eprintln!("SIGTERM → exit: {took:?}");
     assert!(
         took <= BUDGET + STDIO_BOUND,
         "SIGTERM → exit took {took:?}, over the budget {BUDGET:?} + {STDIO_BOUND:?}"
