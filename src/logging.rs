@@ -108,8 +108,8 @@ impl Write for QueueWriter {
 
 /// Installs the logger: `RUST_LOG` filters (default `info`), records carry a
 /// millisecond timestamp, and reach stderr through the non-blocking queue. Also
-/// routes panic messages through the queue (with a backtrace when `RUST_BACKTRACE`
-/// asks for one).
+/// routes panic messages through the queue, as the default hook words them (with a
+/// backtrace when `RUST_BACKTRACE` asks for one).
 ///
 /// # Errors
 /// Another logger is already installed; nothing has changed then.
@@ -130,12 +130,13 @@ pub fn init() -> Result<(), log::SetLoggerError> {
     std::panic::set_hook(Box::new(|info| {
         let thread = thread::current();
         let name = thread.name().unwrap_or("<unnamed>");
+        // The default hook's text, unfiltered by `RUST_LOG`: a panic is always shown.
         let backtrace = std::backtrace::Backtrace::capture();
         match backtrace.status() {
             std::backtrace::BacktraceStatus::Captured => {
-                log::error!("thread '{name}' {info}\n{backtrace}");
+                stderr_line(&format!("thread '{name}' {info}\n{backtrace}"));
             }
-            _ => log::error!("thread '{name}' {info}"),
+            _ => stderr_line(&format!("thread '{name}' {info}")),
         }
         // The main thread's panic ends the process: give its message a chance.
         if name == "main" {
