@@ -14,12 +14,11 @@
 //! (`outcome=clean`) and exits 0.
 
 use std::error::Error;
-use std::io::Write;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lameduck::{Lifecycle, Shutdown};
+use lameduck::{logging, output, Lifecycle, Shutdown};
 
 // ---- the existing program, unchanged ------------------------------------------------
 
@@ -70,14 +69,18 @@ fn process_batch(ledger: &Ledger, batch: u64) {
 // ---- main, with the added lines marked ----------------------------------------------
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    match run() {
+    // lameduck: logs that never block, whoever reads stderr (installing cannot fail:
+    // this is the first logger).
+    let _ = logging::init();
+    let code = match run() {
         Ok(code) => code,
         Err(err) => {
             log::error!("embed: {err}");
             ExitCode::from(1)
         }
-    }
+    };
+    logging::finish(logging::STDERR_BOUND); // lameduck
+    code
 }
 
 fn run() -> Result<ExitCode, Box<dyn Error>> {
@@ -102,9 +105,7 @@ fn run() -> Result<ExitCode, Box<dyn Error>> {
     })?;
     lameduck::signals::install(&shutdown)?; // lameduck
 
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "ready")?;
-    stdout.flush()?;
+    output::print_line("ready"); // lameduck: never blocks on an unread stdout
 
     let mut batch = 0;
     // Was `loop { ...; thread::sleep(period) }`: the wait now ends early on shutdown.
@@ -114,7 +115,6 @@ fn run() -> Result<ExitCode, Box<dyn Error>> {
     }
 
     let report = life.run(); // lameduck: tasks, then the ledger, then the report
-    writeln!(stdout, "{report}")?;
-    stdout.flush()?;
+    output::print_line(&report.to_string());
     Ok(ExitCode::from(report.exit_code()))
 }

@@ -31,7 +31,7 @@ use std::time::Duration;
 use clap::Parser;
 use lameduck::deploy::Deploy;
 use lameduck::protocol::http::{Context, Http, Request, Response, Status};
-use lameduck::{signals, Lifecycle, Server, Shutdown};
+use lameduck::{logging, output, signals, Lifecycle, Server, Shutdown};
 use rusqlite::{params, OptionalExtension};
 
 /// Notes over HTTP, stored in SQLite, shut down gracefully.
@@ -223,16 +223,17 @@ impl Notes {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
-    match run(args) {
+    // The first logger of this process: installing it cannot fail.
+    let _ = logging::init();
+    let code = match run(args) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("notes: {err}");
+            logging::stderr_line(&format!("notes: {err}"));
             ExitCode::from(1)
         }
-    }
+    };
+    logging::finish(logging::STDERR_BOUND);
+    code
 }
 
 fn run(args: Args) -> Result<u8, Box<dyn Error>> {
@@ -272,12 +273,18 @@ fn run(args: Args) -> Result<u8, Box<dyn Error>> {
         .drain_delay(args.drain_delay)
         .drain_timeout(life.drain_timeout())
         .start(http, &shutdown)?;
-    server.announce()?;
+    if let Err(err) = server.announce() {
+        // Whoever was to read stdout has gone; the clients have not (as `lameduck`).
+        log::warn!(
+            "cannot write `listening on {}` to stdout: {err}; serving anyway",
+            server.local_addr()
+        );
+    }
     let deployed = deploy.ready(&server, &mut life)?;
 
     // serving → draining → cleanup (checkpoint task stops, then the database closes).
     let report = life.serve(server);
     deployed.finish(&report);
-    println!("{report}");
+    output::print_line(&report.to_string());
     Ok(report.exit_code())
 }

@@ -17,11 +17,10 @@
 //! `--period <duration>` — how often the workers work (default 1s).
 
 use std::error::Error;
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use lameduck::{Lifecycle, OnFailure, Shutdown, TaskResult};
+use lameduck::{logging, output, Lifecycle, OnFailure, Shutdown, TaskResult};
 
 struct Options {
     deadline: Duration,
@@ -86,9 +85,7 @@ fn run(options: Options) -> Result<ExitCode, Box<dyn Error>> {
         .spawn_with("stubborn", OnFailure::Report, stubborn)?;
     lameduck::signals::install(&shutdown)?;
 
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "ready")?;
-    stdout.flush()?;
+    output::print_line("ready");
     log::info!(
         "send SIGINT/SIGTERM to stop; budget {:?} (drain deadline {:?})",
         life.budget(),
@@ -96,17 +93,23 @@ fn run(options: Options) -> Result<ExitCode, Box<dyn Error>> {
     );
 
     let report = life.run();
-    writeln!(stdout, "{report}")?;
-    stdout.flush()?;
+    output::print_line(&report.to_string());
     Ok(ExitCode::from(report.exit_code()))
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // The first logger of this process: installing it cannot fail.
+    let _ = logging::init();
+    let code = run_with_args();
+    logging::finish(logging::STDERR_BOUND);
+    code
+}
+
+fn run_with_args() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
         Err(message) => {
-            eprintln!("workers: {message}");
+            logging::stderr_line(&format!("workers: {message}"));
             return ExitCode::from(2);
         }
     };

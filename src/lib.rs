@@ -55,13 +55,19 @@
 //!   ([`Lifecycle::serve`] runs a server through it);
 //! - [`deploy`]: restarts and upgrades that refuse nothing — socket activation,
 //!   systemd notifications, a pid file, and upgrades on SIGUSR2 that hand the
-//!   listening socket to a new process and drain only once it is ready.
+//!   listening socket to a new process and drain only once it is ready;
+//! - [`output`]: `listening on` and the report on stdout, written with a bound so a
+//!   stdout nobody reads never hangs or crashes the server; `logging` (feature
+//!   `cli`): the programs' logger, whose records never wait for stderr.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod deploy;
 pub mod handler;
 pub mod lifecycle;
+#[cfg(feature = "cli")]
+pub mod logging;
+pub mod output;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;

@@ -371,13 +371,30 @@ impl ServerHandle {
     /// after installing the signal handlers: a signal sent right after the line must
     /// be handled gracefully.
     ///
+    /// Never blocks for long ([`crate::output`]): if stdout is not being read (a full
+    /// pipe), a warning is logged after [`crate::output::STDOUT_BOUND`], the line
+    /// stays queued and is delivered when the reader catches up, and this returns
+    /// `Ok` — the server is serving either way.
+    ///
     /// # Errors
-    /// Writing to stdout failed (it was closed, say).
+    /// Writing to stdout failed: most often `BrokenPipe`, whoever was to read the
+    /// line has gone away. The line is lost; the server serves on, and whether that
+    /// is acceptable is the caller's decision (the `lameduck` binary logs it and
+    /// serves until a signal).
     pub fn announce(&self) -> io::Result<()> {
-        use std::io::Write;
-        let mut stdout = io::stdout().lock();
-        writeln!(stdout, "listening on {}", self.local_addr)?;
-        stdout.flush()
+        let line = format!("listening on {}", self.local_addr);
+        match crate::output::write_line(&line, crate::output::STDOUT_BOUND) {
+            Ok(()) => Ok(()),
+            // The server is up whether or not the reader is: startup goes on, and the
+            // line follows when (if) the reader catches up.
+            Err(err @ crate::output::OutputError::Stalled(_)) => {
+                log::warn!(
+                    "{err}: `{line}` stays queued and follows when it is read; serving meanwhile"
+                );
+                Ok(())
+            }
+            Err(err) => Err(err.into()),
+        }
     }
 
     /// The listening socket, for as long as the server accepts on it: a weak handle,

@@ -1,6 +1,9 @@
 //! The `lameduck` binary: a thin layer over the library. Protocol lines (`listening
-//! on`, the report) go to stdout; logs go to stderr through `env_logger`; failures a
-//! user can cause are one line on stderr and a documented exit code.
+//! on`, the report) go to stdout, written with a bound ([`lameduck::output`]); logs
+//! go to stderr through `env_logger` and a queue that never blocks
+//! ([`lameduck::logging`]); failures a user can cause are one line on stderr and a
+//! documented exit code. A stdout or stderr nobody reads changes what is printed,
+//! never how the server stops.
 
 mod cli;
 
@@ -11,7 +14,7 @@ use std::process::ExitCode;
 use lameduck::deploy::Deploy;
 use lameduck::protocol::echo::Echo;
 use lameduck::protocol::http::{Hello, Http};
-use lameduck::{signals, Lifecycle, Reason, ServerBuilder, Shutdown};
+use lameduck::{logging, output, signals, Lifecycle, Reason, ServerBuilder, Shutdown};
 
 use cli::{Cli, Command, ServerArgs};
 
@@ -23,17 +26,18 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return ExitCode::from(code),
     };
-    panics_as_log_lines();
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_timestamp_millis()
-        .init();
-    match run(cli) {
+    // The first logger of this process: installing it cannot fail. It also routes
+    // panics through the log queue, as one record each.
+    let _ = logging::init();
+    let code = match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {
-            eprintln!("lameduck: {}", one_line(err.as_ref()));
+            logging::stderr_line(&format!("lameduck: {}", one_line(err.as_ref())));
             ExitCode::from(EXIT_FAILURE)
         }
-    }
+    };
+    logging::finish(logging::STDERR_BOUND);
+    code
 }
 
 /// An error and its causes on one line, the way a user reads them.
@@ -105,7 +109,14 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
             builder(&args.server, &life, listener).start(http, &shutdown)?
         }
     };
-    server.announce()?;
+    if let Err(err) = server.announce() {
+        // Whoever was to read stdout has gone (a closed pipe); the clients have not.
+        // Serving on is the useful answer: a signal still stops the server.
+        log::warn!(
+            "cannot write `listening on {}` to stdout: {err}; serving anyway",
+            server.local_addr()
+        );
+    }
     // Serving already: a failure here is a shutdown with reason=error, drained.
     let deployed = match deploy.ready(&server, &mut life) {
         Ok(deployed) => Some(deployed),
@@ -120,31 +131,6 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     if let Some(deployed) = deployed {
         deployed.finish(&report);
     }
-    println!("{report}");
+    output::print_line(&report.to_string());
     Ok(report.exit_code())
-}
-
-/// A panic is one error line in the log, not a message and a backtrace hint on raw
-/// stderr: a handler's panic is caught and counted by the pool (its connection is
-/// closed, the worker lives on), and the rare panic inside std while starting a thread
-/// under a resource limit is followed by the clean one-line start error. With
-/// `RUST_BACKTRACE` set, the default report (with the backtrace) is kept for debugging.
-fn panics_as_log_lines() {
-    if std::env::var_os("RUST_BACKTRACE").is_some() {
-        return;
-    }
-    std::panic::set_hook(Box::new(|info| {
-        let thread = std::thread::current();
-        let name = thread.name().unwrap_or("unnamed");
-        let message = info
-            .payload()
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(no message)");
-        match info.location() {
-            Some(at) => log::error!("thread {name} panicked at {at}: {message}"),
-            None => log::error!("thread {name} panicked: {message}"),
-        }
-    }));
 }
