@@ -31,7 +31,7 @@
 //! let deployed = deploy.ready(&server, &mut life)?;
 //! let report = life.serve(server);
 //! deployed.finish(&report);
-//! println!("{report}");
+//! lameduck::output::print_line(&report.to_string());
 //! # Ok(()) }
 //! ```
 //!
