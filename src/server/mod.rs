@@ -7,6 +7,7 @@
 //! every thread against the drain deadline, and returns the [`Report`].
 
 mod acceptor;
+mod backlog;
 mod busy;
 mod connection;
 mod crew;
@@ -27,6 +28,7 @@ use crossbeam_channel::Receiver;
 
 pub use connection::{Connection, Received};
 pub(crate) use listener::bind;
+pub(crate) use report::BacklogLeft;
 pub use report::{exit_code, Outcome, Report};
 
 use crate::handler::Handler;
@@ -194,6 +196,9 @@ impl ServerBuilder {
         let grace = handler.keepalive_grace();
         let stats = Arc::new(Stats::default());
         let draining = Shutdown::new();
+        // One pending ring is enough: the acceptor only needs to know that
+        // something closed since it last looked.
+        let (freed_tx, freed_rx) = crossbeam_channel::bounded(1);
         let context = Arc::new(PoolContext {
             handler: Arc::new(handler),
             stats: Arc::clone(&stats),
@@ -204,6 +209,7 @@ impl ServerBuilder {
             linger: self.linger,
             draining: draining.clone(),
             app: shutdown.clone(),
+            freed: freed_tx.clone(),
         });
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded::<Job>(self.queue);
         let (refused_tx, refused_rx) = crossbeam_channel::bounded(4096);
@@ -230,9 +236,10 @@ impl ServerBuilder {
         }
         let linger = self.linger;
         crew.spawn("lameduck-refuser".into(), self.stack_size, move || {
-            busy::refuse(refused_rx, busy_reply, linger)
+            busy::refuse(refused_rx, busy_reply, linger, freed_tx)
         })
         .map_err(|err| fail(spawn_error("lameduck-refuser", err)))?;
+        let probe = backlog::BacklogProbe::new(&listener);
         let listener = Arc::new(listener);
         let listening = Arc::downgrade(&listener);
         let acceptor = acceptor::Acceptor {
@@ -243,6 +250,9 @@ impl ServerBuilder {
             workers: self.workers,
             drain_delay: self.drain_delay,
             max_poll: self.accept_poll,
+            freed: freed_rx,
+            probe,
+            failures: acceptor::FailureLog::default(),
         };
         crew.spawn("lameduck-acceptor".into(), None, move || acceptor.run())
             .map_err(|err| fail(spawn_error("lameduck-acceptor", err)))?;
@@ -438,6 +448,18 @@ impl ServerHandle {
         } else {
             outcome
         };
+        let backlog_left = if stats.backlog_uncounted.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(stats.backlog_left.load(Ordering::Relaxed))
+        };
+        // Clients left in the backlog were reset, not drained, even if the acceptor
+        // gave up for a reason of its own (a broken listener) before any deadline.
+        let outcome = if backlog_left == Some(0) {
+            outcome
+        } else {
+            outcome.worst(Outcome::Deadline)
+        };
         let detached = crew.detach();
         for name in &detached {
             log::warn!("thread {name} did not stop in time; detached");
@@ -450,6 +472,7 @@ impl ServerHandle {
             forced: stats.forced.load(Ordering::Relaxed),
             refused_busy: stats.refused_busy.load(Ordering::Relaxed),
             panics: stats.panics.load(Ordering::Relaxed),
+            backlog_left,
             detached,
             drain,
         };

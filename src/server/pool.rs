@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::connection::{Connection, Spin};
 use super::registry::Registry;
@@ -38,6 +38,9 @@ pub(crate) struct PoolContext {
     pub(crate) linger: Duration,
     pub(crate) draining: Shutdown,
     pub(crate) app: Shutdown,
+    /// Rung after each connection is closed: an acceptor out of descriptors waits
+    /// for it to take the next one from the backlog.
+    pub(crate) freed: Sender<()>,
 }
 
 impl std::fmt::Debug for PoolContext {
@@ -74,6 +77,8 @@ impl Drop for Serving<'_> {
 pub(crate) fn work(index: usize, jobs: Receiver<Job>, context: Arc<PoolContext>) {
     for (stream, peer) in jobs.iter() {
         serve(index, stream, peer, &context);
+        // Full means a ring is already pending: the acceptor will look anyway.
+        let _ = context.freed.try_send(());
     }
 }
 
@@ -103,6 +108,8 @@ fn serve(index: usize, stream: TcpStream, peer: SocketAddr, context: &PoolContex
         }),
     ) {
         Ok(conn) => conn,
+        // Setting socket options takes no descriptor, so running out of them (which
+        // only costs the registered clone above) cannot land here.
         Err(err) => {
             log::debug!("{peer}: cannot set up the connection: {err}");
             return;
@@ -177,6 +184,7 @@ mod tests {
             linger: Duration::from_millis(200),
             draining: Shutdown::new(),
             app: Shutdown::new(),
+            freed: crossbeam_channel::bounded(1).0,
         })
     }
 

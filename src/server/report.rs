@@ -1,7 +1,7 @@
 //! What a server's shutdown did, as counted while it happened.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::shutdown::Reason;
@@ -64,6 +64,10 @@ pub(crate) struct Stats {
     pub(crate) forced: AtomicU64,
     pub(crate) refused_busy: AtomicU64,
     pub(crate) panics: AtomicU64,
+    /// Connections still in the kernel's backlog when the listener was closed.
+    pub(crate) backlog_left: AtomicU64,
+    /// `backlog_left` could not be counted (not Linux) and may not be zero.
+    pub(crate) backlog_uncounted: AtomicBool,
 }
 
 impl Stats {
@@ -91,6 +95,12 @@ pub struct Report {
     pub refused_busy: u64,
     /// Connections whose handler panicked.
     pub panics: u64,
+    /// Connections still waiting in the kernel's backlog when the drain gave up on
+    /// them (its deadline or a force came while the process had no descriptor to
+    /// accept them with): closing the listener reset them. `None` where they
+    /// cannot be counted (only Linux exposes it) and the drain gave up before the
+    /// backlog was empty. When it is not `Some(0)`, the outcome is not clean.
+    pub backlog_left: Option<u64>,
     /// Names of threads still running when the server gave up on them.
     pub detached: Vec<String>,
     /// From the start of draining to the last connection closed.
@@ -111,7 +121,7 @@ impl fmt::Display for Report {
         write!(
             f,
             "reason={} outcome={} drained={} forced={} refused_busy={} panics={} \
-             detached_threads={} drain_ms={}",
+             detached_threads={} drain_ms={} backlog_left={}",
             self.reason,
             self.outcome,
             self.drained,
@@ -119,8 +129,22 @@ impl fmt::Display for Report {
             self.refused_busy,
             self.panics,
             self.detached.len(),
-            self.drain.as_millis()
+            self.drain.as_millis(),
+            BacklogLeft(self.backlog_left),
         )
+    }
+}
+
+/// Formats [`Report::backlog_left`] as a report value: the count, or `unknown`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BacklogLeft(pub(crate) Option<u64>);
+
+impl fmt::Display for BacklogLeft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(count) => write!(f, "{count}"),
+            None => f.write_str("unknown"),
+        }
     }
 }
 
