@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +64,9 @@ pub(crate) struct Acceptor {
     /// Counts what a drain that gives up leaves in the backlog.
     pub(crate) probe: BacklogProbe,
     pub(crate) failures: FailureLog,
+    /// A connection accepted as the serving ended, still without its registry
+    /// handle: the drain takes it first.
+    pub(crate) held: Option<Job>,
 }
 
 /// Tells the workers to drain when the acceptor ends, however it ends: if it panicked
@@ -77,7 +80,7 @@ impl Drop for StartDrainOnExit {
 }
 
 enum Accepted {
-    One(TcpStream, SocketAddr),
+    One(Job),
     /// The backlog is empty.
     Nothing,
     /// Connections may be waiting, but none could be taken: out of descriptors or
@@ -88,7 +91,7 @@ enum Accepted {
 fn accept_one(listener: &TcpListener) -> Accepted {
     loop {
         match listener.accept() {
-            Ok((stream, peer)) => return Accepted::One(stream, peer),
+            Ok((stream, peer)) => return Accepted::One(Job::new(stream, peer)),
             Err(err) => match err.kind() {
                 io::ErrorKind::WouldBlock => return Accepted::Nothing,
                 // A signal landed mid-call: nothing happened, ask again.
@@ -231,11 +234,22 @@ impl FailureLog {
     }
 }
 
+/// What ends a wait of the acceptor for a free descriptor.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// While serving: the shutdown's trigger.
+    Trigger,
+    /// During the readiness delay: its end, or a force.
+    Delay(Instant),
+    /// While draining: a force (the drain deadline, a second signal).
+    Forced,
+}
+
 impl Acceptor {
     pub(crate) fn run(mut self) {
         let _drain_on_exit = StartDrainOnExit(self.context.draining.clone());
         let app = self.context.app.clone();
-        self.accept_until(&app, None);
+        self.accept_until(&app, Until::Trigger);
         // After an upgrade the address keeps serving through the new process: there
         // is no load balancer to wait for, and the backlog is the new process's.
         let upgrade = app.reason() == Some(Reason::Upgrade);
@@ -245,25 +259,89 @@ impl Acceptor {
                 self.drain_delay
             );
             let started = app.triggered_at().unwrap_or_else(Instant::now);
-            self.accept_until(&app, Some(started + self.drain_delay));
+            self.accept_until(&app, Until::Delay(started + self.drain_delay));
         }
         self.stop_accepting(!upgrade);
     }
 
-    /// Accepts and dispatches until the token fires, or, with `until`, until that
-    /// instant (the readiness delay, cut short only by a force).
-    fn accept_until(&mut self, app: &Shutdown, until: Option<Instant>) {
+    fn stopped(&self, until: Until) -> bool {
+        match until {
+            Until::Trigger => self.context.app.is_triggered(),
+            Until::Delay(end) => self.context.app.is_forced() || Instant::now() >= end,
+            Until::Forced => self.context.draining.is_forced(),
+        }
+    }
+
+    /// Waits up to `wait` for a connection to close somewhere (a descriptor is
+    /// free) or for `until`, never past the end of a readiness delay.
+    fn pause(&self, until: Until, wait: Duration) {
+        let (fires, wait) = match until {
+            Until::Trigger => (self.context.app.triggered(), wait),
+            Until::Delay(end) => (
+                self.context.app.forced(),
+                wait.min(end.saturating_duration_since(Instant::now())),
+            ),
+            Until::Forced => (self.context.draining.forced(), wait),
+        };
+        crossbeam_channel::select! {
+            recv(self.freed) -> _ => {}
+            recv(fires) -> _ => {}
+            default(wait) => {}
+        }
+    }
+
+    /// The registry's handle on a connection just accepted, taken here rather than
+    /// by its worker: out of descriptors, this waits for one (see [`Acceptor::pause`])
+    /// instead of handing on a connection no dismissal or force can reach, which
+    /// would notice a drain only a tick late and hold its descriptors meanwhile.
+    /// So every connection costs two descriptors, and it is the next accept that
+    /// waits. `Err` gives the job back when `until` comes first.
+    fn with_handle(&self, mut job: Job, until: Until) -> Result<Job, Job> {
+        if job.handle.is_some() {
+            return Ok(job);
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            match job.stream.try_clone() {
+                Ok(handle) => {
+                    job.handle = Some(handle);
+                    return Ok(job);
+                }
+                Err(err) if out_of_resources(&err) => {
+                    if self.stopped(until) {
+                        return Err(job);
+                    }
+                    self.pause(until, backoff.next());
+                }
+                Err(err) => {
+                    log::debug!("{}: no handle for the registry: {err}", job.peer);
+                    return Ok(job);
+                }
+            }
+        }
+    }
+
+    /// Accepts and dispatches until the token fires, or, with [`Until::Delay`],
+    /// until that instant (the readiness delay, cut short only by a force). A
+    /// connection still waiting for its registry handle then is kept in `held`.
+    fn accept_until(&mut self, app: &Shutdown, until: Until) {
         let mut poll = MIN_POLL.min(self.max_poll);
         let mut last_accept: Option<Instant> = None;
         let mut backoff = Backoff::new();
-        let should_stop = |app: &Shutdown| match until {
-            None => app.is_triggered(),
-            Some(until) => app.is_forced() || Instant::now() >= until,
-        };
         loop {
-            match accept_one(&self.listener) {
-                Accepted::One(stream, peer) => {
-                    self.dispatch(stream, peer);
+            let accepted = match self.held.take() {
+                Some(job) => Accepted::One(job),
+                None => accept_one(&self.listener),
+            };
+            match accepted {
+                Accepted::One(job) => {
+                    match self.with_handle(job, until) {
+                        Ok(job) => self.dispatch(job),
+                        Err(job) => {
+                            self.held = Some(job);
+                            return;
+                        }
+                    }
                     poll = MIN_POLL;
                     last_accept = Some(Instant::now());
                     backoff.reset();
@@ -275,20 +353,8 @@ impl Acceptor {
                     // spin: wait for a connection to close (or the backoff), then
                     // accept again.
                     self.failures.note(&err, Instant::now());
-                    let stop = match until {
-                        None => app.triggered(),
-                        Some(_) => app.forced(),
-                    };
-                    let wait = backoff.next();
-                    let wait = until.map_or(wait, |until| {
-                        wait.min(until.saturating_duration_since(Instant::now()))
-                    });
-                    crossbeam_channel::select! {
-                        recv(self.freed) -> _ => {}
-                        recv(stop) -> _ => {}
-                        default(wait) => {}
-                    }
-                    if should_stop(app) {
+                    self.pause(until, backoff.next());
+                    if self.stopped(until) {
                         return;
                     }
                     continue;
@@ -297,8 +363,10 @@ impl Acceptor {
             self.failures.flush_due(Instant::now());
             let wake = Instant::now() + poll;
             let stop = match until {
-                None => app.wait_deadline(wake),
-                Some(until) => app.wait_forced_deadline(wake.min(until)) || Instant::now() >= until,
+                Until::Delay(end) => {
+                    app.wait_forced_deadline(wake.min(end)) || Instant::now() >= end
+                }
+                Until::Trigger | Until::Forced => app.wait_deadline(wake),
             };
             if stop {
                 return;
@@ -315,9 +383,9 @@ impl Acceptor {
         }
     }
 
-    fn dispatch(&self, stream: TcpStream, peer: SocketAddr) {
+    fn dispatch(&self, job: Job) {
         Stats::bump(&self.context.stats.accepted);
-        let job = match self.jobs.try_send((stream, peer)) {
+        let job = match self.jobs.try_send(job) {
             Ok(()) => return,
             Err(TrySendError::Full(job)) => job,
             Err(TrySendError::Disconnected(job)) => job,
@@ -337,9 +405,12 @@ impl Acceptor {
             job
         };
         Stats::bump(&self.context.stats.refused_busy);
-        log::warn!("{}: every worker busy and the queue full; refusing", job.1);
+        log::warn!(
+            "{}: every worker busy and the queue full; refusing",
+            job.peer
+        );
         // If even the refuser is backed up, dropping the socket is the last resort.
-        let _ = self.refused.try_send(job.0);
+        let _ = self.refused.try_send(job.stream);
     }
 
     /// SPEC §2.3.2: take what waits in the kernel's backlog (closing the listener
@@ -424,7 +495,6 @@ impl Acceptor {
     /// many were left in the backlog (`None`: uncounted), and leaves in `taken`
     /// those the queue had no room for.
     fn take_backlog(&mut self, taken: &mut VecDeque<Job>) -> (u64, Option<u64>) {
-        let forced = self.context.draining.forced();
         let stats = Arc::clone(&self.context.stats);
         let mut backoff = Backoff::new();
         let mut starved = false;
@@ -444,11 +514,19 @@ impl Acceptor {
             if self.context.draining.is_forced() {
                 return (accepted, self.probe.waiting());
             }
-            match accept_one(&self.listener) {
-                Accepted::One(stream, peer) => {
+            let next = match self.held.take() {
+                Some(job) => Accepted::One(job),
+                None => accept_one(&self.listener),
+            };
+            match next {
+                Accepted::One(job) => {
                     Stats::bump(&stats.accepted);
                     accepted += 1;
-                    taken.push_back((stream, peer));
+                    // Given back only on a force, which the next pass notices.
+                    taken.push_back(
+                        self.with_handle(job, Until::Forced)
+                            .unwrap_or_else(|job| job),
+                    );
                     backoff.reset();
                 }
                 Accepted::Nothing => return (accepted, Some(0)),
@@ -461,11 +539,7 @@ impl Acceptor {
                         );
                     }
                     self.failures.note(&err, Instant::now());
-                    crossbeam_channel::select! {
-                        recv(self.freed) -> _ => {}
-                        recv(forced) -> _ => {}
-                        default(backoff.next()) => {}
-                    }
+                    self.pause(Until::Forced, backoff.next());
                 }
                 Accepted::Failed(err) => {
                     log::error!("cannot take the rest of the backlog: accept failed: {err}");

@@ -253,6 +253,7 @@ impl ServerBuilder {
             freed: freed_rx,
             probe,
             failures: acceptor::FailureLog::default(),
+            held: None,
         };
         crew.spawn("lameduck-acceptor".into(), None, move || acceptor.run())
             .map_err(|err| fail(spawn_error("lameduck-acceptor", err)))?;
