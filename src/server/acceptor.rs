@@ -296,7 +296,7 @@ impl Acceptor {
     /// would notice a drain only a tick late and hold its descriptors meanwhile.
     /// So every connection costs two descriptors, and it is the next accept that
     /// waits. `Err` gives the job back when `until` comes first.
-    fn with_handle(&self, mut job: Job, until: Until) -> Result<Job, Job> {
+    fn with_handle(&mut self, mut job: Job, until: Until) -> Result<Job, Job> {
         if job.handle.is_some() {
             return Ok(job);
         }
@@ -308,6 +308,10 @@ impl Acceptor {
                     return Ok(job);
                 }
                 Err(err) if out_of_resources(&err) => {
+                    // Counted with the accepts that fail: taking a connection needs
+                    // two descriptors, and this is the second one failing.
+                    let err = io::Error::new(err.kind(), format!("{err} (second descriptor)"));
+                    self.failures.note(&err, Instant::now());
                     if self.stopped(until) {
                         return Err(job);
                     }
