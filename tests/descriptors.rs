@@ -212,6 +212,7 @@ fn a_backlog_left_at_the_deadline_is_counted_and_exits_124() {
     server.wait_stderr("accept failed");
     server.signal("TERM");
     let (code, report) = finish_with_report(&mut server);
+    eprintln!("200 echo clients, descriptors held past a 1 s drain: {report}");
     assert_eq!(code, Some(124), "{report}\n{}", server.dump());
     assert_eq!(field(&report, "outcome"), "deadline", "{report}");
     let left = field_num(&report, "backlog_left");
