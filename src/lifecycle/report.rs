@@ -26,6 +26,10 @@ pub struct DrainSummary {
     pub refused_busy: u64,
     /// Threads of the drain still running when it gave up, and detached.
     pub detached_threads: u64,
+    /// Connections left in the listener's backlog when the drain gave up on them;
+    /// `None` if they could not be counted (see
+    /// [`server::Report::backlog_left`]).
+    pub backlog_left: Option<u64>,
     /// From the start of draining to the last connection closed, if the drain measured
     /// it; otherwise the lifecycle uses the time until the closure returned.
     pub duration: Option<Duration>,
@@ -44,6 +48,7 @@ impl Default for DrainSummary {
             forced: 0,
             refused_busy: 0,
             detached_threads: 0,
+            backlog_left: Some(0),
             duration: None,
             outcome: Outcome::Clean,
         }
@@ -59,6 +64,7 @@ impl From<&server::Report> for DrainSummary {
             forced: report.forced,
             refused_busy: report.refused_busy,
             detached_threads: report.detached.len() as u64,
+            backlog_left: report.backlog_left,
             duration: Some(report.drain),
             outcome: report.outcome,
         }
@@ -81,8 +87,8 @@ pub struct StepRecord {
 /// Its `Display` is the report line of the contract — `stopped reason=… outcome=…
 /// drained=… forced=… refused_busy=… detached_threads=… drain_ms=… total_ms=…` —
 /// followed by `tasks=… tasks_failed=… tasks_panicked=… tasks_detached=… tasks_ms=…
-/// hooks_failed=… resources=… resources_failed=… cleanup_ms=…`. No value contains a
-/// space.
+/// hooks_failed=… resources=… resources_failed=… cleanup_ms=… backlog_left=…`
+/// (`unknown` where it cannot be counted). No value contains a space.
 #[derive(Debug)]
 #[must_use = "print the report and exit with its exit code"]
 pub struct Report {
@@ -130,7 +136,10 @@ impl Report {
         }
         if forced {
             Outcome::Forced
-        } else if self.detached_threads() > 0 || self.drain.forced > 0 {
+        } else if self.detached_threads() > 0
+            || self.drain.forced > 0
+            || self.drain.backlog_left != Some(0)
+        {
             Outcome::Deadline
         } else {
             Outcome::Clean
@@ -192,7 +201,7 @@ impl fmt::Display for Report {
             "stopped reason={} outcome={} drained={} forced={} refused_busy={} panics={} \
              detached_threads={} drain_ms={} total_ms={} write_timeouts={} tasks={} \
              tasks_failed={} tasks_panicked={} tasks_detached={} tasks_ms={} hooks_failed={} \
-             resources={} resources_failed={} cleanup_ms={}",
+             resources={} resources_failed={} cleanup_ms={} backlog_left={}",
             self.reason,
             self.outcome,
             self.drain.drained,
@@ -212,6 +221,7 @@ impl fmt::Display for Report {
             self.resources.len(),
             self.resources_failed(),
             self.cleanup_time.as_millis(),
+            server::BacklogLeft(self.drain.backlog_left),
         )
     }
 }

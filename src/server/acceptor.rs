@@ -9,15 +9,25 @@
 //! hundred times a second (each wake-up of a sleeping thread costs tens of
 //! microseconds of CPU on a virtual machine). The first client after a quiet spell
 //! waits up to that maximum: the price of polling, chosen by the design.
+//!
+//! An accept that fails for want of descriptors or memory (EMFILE, ENFILE, ENOBUFS,
+//! ENOMEM) leaves the connection in the backlog. The acceptor then waits, never
+//! spinning, for a worker to close a connection (the pool rings a bell) or for a
+//! doubling backoff, and logs the failures once a second with their count. Draining
+//! goes on the same way: the listener stays open until the backlog is empty, since
+//! closing it would reset whoever still waits there; only a force (the drain
+//! deadline, a second signal) cuts that short, and what it leaves is counted.
 
+use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
+use super::backlog::BacklogProbe;
 use super::pool::{Job, PoolContext};
 use super::report::Stats;
 use crate::shutdown::{Reason, Shutdown};
@@ -27,6 +37,12 @@ const MIN_POLL: Duration = Duration::from_micros(50);
 const HOT_POLL: Duration = Duration::from_millis(1);
 /// How long after an accept the acceptor keeps polling at [`HOT_POLL`].
 const HOT_WINDOW: Duration = Duration::from_millis(500);
+/// The first wait after a failed accept (see [`Backoff`]).
+const MIN_BACKOFF: Duration = Duration::from_millis(1);
+/// The longest wait between two accepts that fail.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one log line per this long about failing accepts.
+const WARN_EVERY: Duration = Duration::from_secs(1);
 
 pub(crate) struct Acceptor {
     /// The only strong reference: dropping it closes the socket (see
@@ -40,6 +56,15 @@ pub(crate) struct Acceptor {
     pub(crate) drain_delay: Duration,
     /// The longest wait between two polls of an idle listener.
     pub(crate) max_poll: Duration,
+    /// Rung by workers (and the refuser) as they close a connection: a descriptor
+    /// is free for the next accept.
+    pub(crate) freed: Receiver<()>,
+    /// Counts what a drain that gives up leaves in the backlog.
+    pub(crate) probe: BacklogProbe,
+    pub(crate) failures: FailureLog,
+    /// A connection accepted as the serving ended, still without its registry
+    /// handle: the drain takes it first.
+    pub(crate) held: Option<Job>,
 }
 
 /// Tells the workers to drain when the acceptor ends, however it ends: if it panicked
@@ -53,37 +78,176 @@ impl Drop for StartDrainOnExit {
 }
 
 enum Accepted {
-    One(TcpStream, SocketAddr),
+    One(Job),
+    /// The backlog is empty.
     Nothing,
+    /// Connections may be waiting, but none could be taken: out of descriptors or
+    /// memory (see [`out_of_resources`]), or the listener itself is broken.
+    Failed(io::Error),
 }
 
 fn accept_one(listener: &TcpListener) -> Accepted {
     loop {
         match listener.accept() {
-            Ok((stream, peer)) => return Accepted::One(stream, peer),
+            Ok((stream, peer)) => return Accepted::One(Job::new(stream, peer)),
             Err(err) => match err.kind() {
                 io::ErrorKind::WouldBlock => return Accepted::Nothing,
                 // A signal landed mid-call: nothing happened, ask again.
                 io::ErrorKind::Interrupted => continue,
                 // The client gave up while in the backlog: its problem, not ours.
                 io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset => continue,
-                // Out of descriptors or memory (EMFILE, ENFILE, ENOBUFS): the
-                // connection stays in the backlog; back off to the slow poll and
-                // retry rather than spin.
-                _ => {
-                    log::warn!("accept failed: {err}; retrying");
-                    return Accepted::Nothing;
-                }
+                // Linux hands a connection's pending network error to accept; the
+                // next connection is unaffected (accept(2), "Error handling").
+                _ if connection_failed(&err) => continue,
+                _ => return Accepted::Failed(err),
             },
         }
     }
 }
 
+/// Errors of one connection that `accept` reports in its place.
+fn connection_failed(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            err.raw_os_error(),
+            Some(
+                libc::EPROTO
+                    | libc::ENETDOWN
+                    | libc::ENETUNREACH
+                    | libc::EHOSTDOWN
+                    | libc::EHOSTUNREACH
+                    | libc::ENOPROTOOPT
+                    | libc::EOPNOTSUPP
+            )
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = err;
+        false
+    }
+}
+
+/// Out of descriptors (per process or system-wide), socket buffers or memory:
+/// the connection stays in the backlog and can be taken once something is freed.
+fn out_of_resources(err: &io::Error) -> bool {
+    if err.kind() == io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        matches!(
+            err.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        )
+    }
+    #[cfg(windows)]
+    {
+        // WSAEMFILE, WSAENOBUFS.
+        matches!(err.raw_os_error(), Some(10024 | 10055))
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        false
+    }
+}
+
+/// How long to wait before accepting again after a failure: doubling from
+/// [`MIN_BACKOFF`] to [`MAX_BACKOFF`], back to the start after each accept. A worker
+/// that closes a connection rings the `freed` bell, which cuts the wait short, so
+/// the backoff only paces retries when something else frees resources (another
+/// process's descriptors under ENFILE, memory).
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(MIN_BACKOFF)
+    }
+
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.0 = MIN_BACKOFF;
+    }
+}
+
+/// Accept failures, logged at most once per [`WARN_EVERY`]: the first as it
+/// happens, its repeats as one line with their count. A server out of descriptors
+/// fails an accept at every retry, and a line for each buries the log.
+#[derive(Default)]
+pub(crate) struct FailureLog {
+    /// When the current window began (the last line logged).
+    window: Option<Instant>,
+    repeats: u64,
+    last: String,
+}
+
+impl FailureLog {
+    fn note(&mut self, err: &io::Error, now: Instant) {
+        match self.window {
+            Some(start) if self.repeats > 0 || now.duration_since(start) < WARN_EVERY => {
+                self.repeats += 1;
+                self.last = err.to_string();
+                self.flush_due(now);
+            }
+            _ => {
+                log::warn!(
+                    "accept failed: {err}; retrying as connections close \
+                     (repeats are counted, one line a second)"
+                );
+                self.window = Some(now);
+            }
+        }
+    }
+
+    /// Logs the repeats once their window has lasted [`WARN_EVERY`].
+    fn flush_due(&mut self, now: Instant) {
+        if self
+            .window
+            .is_some_and(|start| now.duration_since(start) >= WARN_EVERY)
+        {
+            self.flush(now);
+        }
+    }
+
+    /// Logs the repeats counted so far, if any.
+    fn flush(&mut self, now: Instant) {
+        let Some(start) = self.window else { return };
+        if self.repeats == 0 {
+            return;
+        }
+        log::warn!(
+            "accept failed {} times in the last {:.1}s: {}",
+            self.repeats,
+            now.duration_since(start).as_secs_f64(),
+            self.last
+        );
+        self.repeats = 0;
+        self.window = Some(now);
+    }
+}
+
+/// What ends a wait of the acceptor for a free descriptor.
+#[derive(Debug, Clone, Copy)]
+enum Until {
+    /// While serving: the shutdown's trigger.
+    Trigger,
+    /// During the readiness delay: its end, or a force.
+    Delay(Instant),
+    /// While draining: a force (the drain deadline, a second signal).
+    Forced,
+}
+
 impl Acceptor {
-    pub(crate) fn run(self) {
+    pub(crate) fn run(mut self) {
         let _drain_on_exit = StartDrainOnExit(self.context.draining.clone());
         let app = self.context.app.clone();
-        self.accept_until(&app, None);
+        self.accept_until(&app, Until::Trigger);
         // After an upgrade the address keeps serving through the new process: there
         // is no load balancer to wait for, and the backlog is the new process's.
         let upgrade = app.reason() == Some(Reason::Upgrade);
@@ -93,30 +257,118 @@ impl Acceptor {
                 self.drain_delay
             );
             let started = app.triggered_at().unwrap_or_else(Instant::now);
-            self.accept_until(&app, Some(started + self.drain_delay));
+            self.accept_until(&app, Until::Delay(started + self.drain_delay));
         }
         self.stop_accepting(!upgrade);
     }
 
-    /// Accepts and dispatches until the token fires, or, with `until`, until that
-    /// instant (the readiness delay, cut short only by a force).
-    fn accept_until(&self, app: &Shutdown, until: Option<Instant>) {
+    fn stopped(&self, until: Until) -> bool {
+        match until {
+            Until::Trigger => self.context.app.is_triggered(),
+            Until::Delay(end) => self.context.app.is_forced() || Instant::now() >= end,
+            Until::Forced => self.context.draining.is_forced(),
+        }
+    }
+
+    /// Waits up to `wait` for a connection to close somewhere (a descriptor is
+    /// free) or for `until`, never past the end of a readiness delay.
+    fn pause(&self, until: Until, wait: Duration) {
+        let (fires, wait) = match until {
+            Until::Trigger => (self.context.app.triggered(), wait),
+            Until::Delay(end) => (
+                self.context.app.forced(),
+                wait.min(end.saturating_duration_since(Instant::now())),
+            ),
+            Until::Forced => (self.context.draining.forced(), wait),
+        };
+        crossbeam_channel::select! {
+            recv(self.freed) -> _ => {}
+            recv(fires) -> _ => {}
+            default(wait) => {}
+        }
+    }
+
+    /// The registry's handle on a connection just accepted, taken here rather than
+    /// by its worker: out of descriptors, this waits for one (see [`Acceptor::pause`])
+    /// instead of handing on a connection no dismissal or force can reach, which
+    /// would notice a drain only a tick late and hold its descriptors meanwhile.
+    /// So every connection costs two descriptors, and it is the next accept that
+    /// waits. `Err` gives the job back when `until` comes first.
+    fn with_handle(&mut self, mut job: Job, until: Until) -> Result<Job, Job> {
+        if job.handle.is_some() {
+            return Ok(job);
+        }
+        let mut backoff = Backoff::new();
+        loop {
+            match job.stream.try_clone() {
+                Ok(handle) => {
+                    job.handle = Some(handle);
+                    return Ok(job);
+                }
+                Err(err) if out_of_resources(&err) => {
+                    // Counted with the accepts that fail: taking a connection needs
+                    // two descriptors, and this is the second one failing.
+                    let err = io::Error::new(err.kind(), format!("{err} (second descriptor)"));
+                    self.failures.note(&err, Instant::now());
+                    if self.stopped(until) {
+                        return Err(job);
+                    }
+                    self.pause(until, backoff.next());
+                }
+                Err(err) => {
+                    log::debug!("{}: no handle for the registry: {err}", job.peer);
+                    return Ok(job);
+                }
+            }
+        }
+    }
+
+    /// Accepts and dispatches until the token fires, or, with [`Until::Delay`],
+    /// until that instant (the readiness delay, cut short only by a force). A
+    /// connection still waiting for its registry handle then is kept in `held`.
+    fn accept_until(&mut self, app: &Shutdown, until: Until) {
         let mut poll = MIN_POLL.min(self.max_poll);
         let mut last_accept: Option<Instant> = None;
+        let mut backoff = Backoff::new();
         loop {
-            match accept_one(&self.listener) {
-                Accepted::One(stream, peer) => {
-                    self.dispatch(stream, peer);
+            let accepted = match self.held.take() {
+                Some(job) => Accepted::One(job),
+                None => accept_one(&self.listener),
+            };
+            match accepted {
+                Accepted::One(job) => {
+                    match self.with_handle(job, until) {
+                        Ok(job) => self.dispatch(job),
+                        Err(job) => {
+                            self.held = Some(job);
+                            return;
+                        }
+                    }
                     poll = MIN_POLL;
                     last_accept = Some(Instant::now());
+                    backoff.reset();
                     continue;
                 }
                 Accepted::Nothing => {}
+                Accepted::Failed(err) => {
+                    // Connections wait in the backlog and retrying at once would
+                    // spin: wait for a connection to close (or the backoff), then
+                    // accept again.
+                    self.failures.note(&err, Instant::now());
+                    self.pause(until, backoff.next());
+                    if self.stopped(until) {
+                        return;
+                    }
+                    continue;
+                }
             }
+            self.failures.flush_due(Instant::now());
             let wake = Instant::now() + poll;
             let stop = match until {
-                None => app.wait_deadline(wake),
-                Some(until) => app.wait_forced_deadline(wake.min(until)) || Instant::now() >= until,
+                Until::Delay(end) => {
+                    app.wait_forced_deadline(wake.min(end)) || Instant::now() >= end
+                }
+                Until::Trigger | Until::Forced => app.wait_deadline(wake),
             };
             if stop {
                 return;
@@ -133,13 +385,13 @@ impl Acceptor {
         }
     }
 
-    fn dispatch(&self, stream: TcpStream, peer: SocketAddr) {
+    fn dispatch(&self, job: Job) {
         Stats::bump(&self.context.stats.accepted);
         // The pool's limit is a count, not a preallocated channel: a worker that has
         // just finished frees its place at once, so a client is never refused while a
         // worker is free, and a huge `--queue` costs nothing until it fills.
         let job = if self.context.admit(self.capacity) {
-            match self.jobs.send((stream, peer)) {
+            match self.jobs.send(job) {
                 Ok(()) => return,
                 // Every worker has exited (a force): nobody will serve it.
                 Err(err) => {
@@ -148,12 +400,15 @@ impl Acceptor {
                 }
             }
         } else {
-            (stream, peer)
+            job
         };
         Stats::bump(&self.context.stats.refused_busy);
-        log::warn!("{}: every worker busy and the queue full; refusing", job.1);
+        log::warn!(
+            "{}: every worker busy and the queue full; refusing",
+            job.peer
+        );
         // If even the refuser is backed up, dropping the socket is the last resort.
-        let _ = self.refused.try_send(job.0);
+        let _ = self.refused.try_send(job.stream);
     }
 
     /// SPEC §2.3.2: take what waits in the kernel's backlog (closing the listener
@@ -163,7 +418,23 @@ impl Acceptor {
     /// After an upgrade (`take_backlog` false) the listening socket lives on in the
     /// new process: closing our descriptor resets nothing, and what waits in the
     /// shared backlog is the new process's to serve (SPEC §7.4).
-    fn stop_accepting(self, take_backlog: bool) {
+    fn stop_accepting(mut self, take_backlog: bool) {
+        self.context.draining.trigger();
+        // At once, even before a join runs; the join loop passes again, to dismiss
+        // connections left alone for their keep-alive grace when it ends and to time
+        // every linger.
+        let pass = self
+            .context
+            .registry
+            .dismiss_idle(self.context.handler.goodbye(), Instant::now());
+        log::debug!("{} idle connection(s) told goodbye", pass.dismissed);
+        let mut taken = VecDeque::new();
+        let (accepted, left) = if take_backlog {
+            self.take_backlog(&mut taken)
+        } else {
+            (0, Some(0))
+        };
+        self.failures.flush(Instant::now());
         let Acceptor {
             listener,
             jobs,
@@ -171,48 +442,117 @@ impl Acceptor {
             context,
             ..
         } = self;
-        context.draining.trigger();
-        // At once, even before a join runs; the join loop passes again, to dismiss
-        // connections left alone for their keep-alive grace when it ends and to time
-        // every linger.
-        let pass = context
-            .registry
-            .dismiss_idle(context.handler.goodbye(), Instant::now());
-        log::debug!("{} idle connection(s) told goodbye", pass.dismissed);
-        let mut backlog = Vec::new();
-        if take_backlog {
-            while let Accepted::One(stream, peer) = accept_one(&listener) {
-                Stats::bump(&context.stats.accepted);
-                backlog.push((stream, peer));
-            }
-        }
         drop(listener);
         drop(refused);
-        if take_backlog {
-            log::info!(
-                "stopped accepting: listener closed, {} connection(s) taken from the backlog",
-                backlog.len()
-            );
-        } else {
-            log::info!("stopped accepting: the new process serves the shared backlog");
+        let stats = &context.stats;
+        match left {
+            Some(left) => stats.backlog_left.store(left, Ordering::Relaxed),
+            None => stats.backlog_uncounted.store(true, Ordering::Relaxed),
+        }
+        match left {
+            _ if !take_backlog => {
+                log::info!("stopped accepting: the new process serves the shared backlog");
+            }
+            Some(0) => log::info!(
+                "stopped accepting: listener closed, {accepted} connection(s) taken from the backlog"
+            ),
+            Some(left) => log::warn!(
+                "stopped accepting: listener closed, {accepted} connection(s) taken from the \
+                 backlog, {left} left in it (reset by the close)"
+            ),
+            None => log::warn!(
+                "stopped accepting: listener closed, {accepted} connection(s) taken from the \
+                 backlog, the rest (uncounted on this platform) reset by the close"
+            ),
         }
         let forced = context.draining.forced();
-        let mut backlog = backlog.into_iter();
-        for job in backlog.by_ref() {
+        let mut taken = taken.into_iter();
+        for job in taken.by_ref() {
             // Past the limit: nothing new is accepted, and these were waiting already.
             context.admitted.fetch_add(1, Ordering::SeqCst);
             crossbeam_channel::select! {
                 send(jobs, job) -> sent => if sent.is_err() {
-                    Stats::bump(&context.stats.forced);
+                    Stats::bump(&stats.forced);
                 },
                 recv(forced) -> _ => {
-                    Stats::bump(&context.stats.forced);
+                    Stats::bump(&stats.forced);
                     break;
                 }
             }
         }
-        for _never_served in backlog {
-            Stats::bump(&context.stats.forced);
+        for _never_served in taken {
+            Stats::bump(&stats.forced);
+        }
+    }
+
+    /// Takes every connection waiting in the backlog, until `accept` says it is
+    /// empty, handing each to the pool's queue as soon as it has room (a connection
+    /// held here holds a descriptor the next accept may need). When descriptors run
+    /// out, what waits in the backlog is taken as workers close connections: the
+    /// listener stays open meanwhile, since closing it would reset everything still
+    /// in it. Only a force (the drain deadline, a second signal) or a broken
+    /// listener ends the wait early. Returns how many connections were taken and how
+    /// many were left in the backlog (`None`: uncounted), and leaves in `taken`
+    /// those the queue had no room for.
+    fn take_backlog(&mut self, taken: &mut VecDeque<Job>) -> (u64, Option<u64>) {
+        let stats = Arc::clone(&self.context.stats);
+        let mut backoff = Backoff::new();
+        let mut starved = false;
+        let mut accepted = 0;
+        loop {
+            while let Some(job) = taken.pop_front() {
+                // Past the limit: nothing new is accepted, and these were waiting
+                // already. Counted before the send, so the worker's release follows it.
+                self.context.admitted.fetch_add(1, Ordering::SeqCst);
+                match self.jobs.try_send(job) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(job)) => {
+                        self.context.release();
+                        taken.push_front(job);
+                        break;
+                    }
+                    // No worker is left to serve it (they all exited after a force).
+                    Err(TrySendError::Disconnected(_job)) => {
+                        self.context.release();
+                        Stats::bump(&stats.forced);
+                    }
+                }
+            }
+            if self.context.draining.is_forced() {
+                return (accepted, self.probe.waiting());
+            }
+            let next = match self.held.take() {
+                Some(job) => Accepted::One(job),
+                None => accept_one(&self.listener),
+            };
+            match next {
+                Accepted::One(job) => {
+                    Stats::bump(&stats.accepted);
+                    accepted += 1;
+                    // Given back only on a force, which the next pass notices.
+                    taken.push_back(
+                        self.with_handle(job, Until::Forced)
+                            .unwrap_or_else(|job| job),
+                    );
+                    backoff.reset();
+                }
+                Accepted::Nothing => return (accepted, Some(0)),
+                Accepted::Failed(err) if out_of_resources(&err) => {
+                    if !starved {
+                        starved = true;
+                        log::info!(
+                            "draining: {err}; keeping the listener open to take the rest \
+                             of the backlog as connections close"
+                        );
+                    }
+                    self.failures.note(&err, Instant::now());
+                    self.pause(Until::Forced, backoff.next());
+                }
+                Accepted::Failed(err) => {
+                    log::error!("cannot take the rest of the backlog: accept failed: {err}");
+                    return (accepted, self.probe.waiting());
+                }
+            }
         }
     }
 }

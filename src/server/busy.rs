@@ -11,7 +11,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, TcpStream};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 /// How often lingering sockets are swept while some are waiting.
 const SWEEP: Duration = Duration::from_millis(5);
@@ -51,8 +51,14 @@ fn start(stream: TcpStream, reply: &[u8], linger: Duration) -> Option<Lingering>
 }
 
 /// The refuser thread: runs until the acceptor drops its sender and every refused
-/// socket has been closed.
-pub(crate) fn refuse(refused: Receiver<TcpStream>, reply: Vec<u8>, linger: Duration) {
+/// socket has been closed. Each close rings `freed`, as a worker's does: an
+/// acceptor out of descriptors waits for it.
+pub(crate) fn refuse(
+    refused: Receiver<TcpStream>,
+    reply: Vec<u8>,
+    linger: Duration,
+    freed: Sender<()>,
+) {
     let mut lingering: Vec<Lingering> = Vec::new();
     let mut open = true;
     while open || !lingering.is_empty() {
@@ -78,6 +84,10 @@ pub(crate) fn refuse(refused: Receiver<TcpStream>, reply: Vec<u8>, linger: Durat
             Err(RecvTimeoutError::Timeout) => {}
         }
         let now = Instant::now();
+        let before = lingering.len();
         lingering.retain_mut(|socket| !socket.sweep(now));
+        if lingering.len() < before {
+            let _ = freed.try_send(());
+        }
     }
 }

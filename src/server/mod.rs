@@ -7,6 +7,7 @@
 //! every thread against the drain deadline, and returns the [`Report`].
 
 mod acceptor;
+mod backlog;
 mod busy;
 mod connection;
 mod crew;
@@ -27,6 +28,7 @@ use crossbeam_channel::Receiver;
 
 pub use connection::{Connection, Received};
 pub(crate) use listener::bind;
+pub(crate) use report::BacklogLeft;
 pub use report::{exit_code, Outcome, Report};
 
 use crate::handler::Handler;
@@ -215,6 +217,9 @@ impl ServerBuilder {
         let grace = handler.keepalive_grace();
         let stats = Arc::new(Stats::default());
         let draining = Shutdown::new();
+        // One pending ring is enough: the acceptor only needs to know that
+        // something closed since it last looked.
+        let (freed_tx, freed_rx) = crossbeam_channel::bounded(1);
         let context = Arc::new(PoolContext {
             handler: Arc::new(handler),
             stats: Arc::clone(&stats),
@@ -227,6 +232,7 @@ impl ServerBuilder {
             linger: self.linger,
             draining: draining.clone(),
             app: shutdown.clone(),
+            freed: freed_tx.clone(),
         });
         // Unbounded: the limit is `PoolContext::admitted`, so nothing is allocated in
         // proportion to `queue`.
@@ -255,9 +261,10 @@ impl ServerBuilder {
         }
         let linger = self.linger;
         crew.spawn("lameduck-refuser".into(), self.stack_size, move || {
-            busy::refuse(refused_rx, busy_reply, linger)
+            busy::refuse(refused_rx, busy_reply, linger, freed_tx)
         })
         .map_err(|err| fail(spawn_error("lameduck-refuser", err)))?;
+        let probe = backlog::BacklogProbe::new(&listener);
         let listener = Arc::new(listener);
         let listening = Arc::downgrade(&listener);
         let acceptor = acceptor::Acceptor {
@@ -268,6 +275,10 @@ impl ServerBuilder {
             capacity: self.workers.saturating_add(self.queue),
             drain_delay: self.drain_delay,
             max_poll: self.accept_poll,
+            freed: freed_rx,
+            probe,
+            failures: acceptor::FailureLog::default(),
+            held: None,
         };
         crew.spawn("lameduck-acceptor".into(), None, move || acceptor.run())
             .map_err(|err| fail(spawn_error("lameduck-acceptor", err)))?;
@@ -482,6 +493,18 @@ impl ServerHandle {
         } else {
             outcome
         };
+        let backlog_left = if stats.backlog_uncounted.load(Ordering::Relaxed) {
+            None
+        } else {
+            Some(stats.backlog_left.load(Ordering::Relaxed))
+        };
+        // Clients left in the backlog were reset, not drained, even if the acceptor
+        // gave up for a reason of its own (a broken listener) before any deadline.
+        let outcome = if backlog_left == Some(0) {
+            outcome
+        } else {
+            outcome.worst(Outcome::Deadline)
+        };
         let detached = crew.detach();
         for name in &detached {
             log::warn!("thread {name} did not stop in time; detached");
@@ -495,6 +518,7 @@ impl ServerHandle {
             refused_busy: stats.refused_busy.load(Ordering::Relaxed),
             panics: stats.panics.load(Ordering::Relaxed),
             write_timeouts: stats.write_timeouts.load(Ordering::Relaxed),
+            backlog_left,
             detached,
             drain,
         };

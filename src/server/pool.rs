@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 
 use super::connection::{Connection, Spin, Timeouts};
 use super::registry::Registry;
@@ -21,7 +21,27 @@ use crate::shutdown::Shutdown;
 use crate::supervisor::panic_message;
 
 /// An accepted connection waiting for a worker.
-pub(crate) type Job = (TcpStream, SocketAddr);
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    /// A second handle on the socket, for the registry (dismissal, force-close).
+    /// The acceptor takes it, waiting for a descriptor if need be, so that running
+    /// out of them never leaves a connection out of the registry (see `acceptor`);
+    /// `None` only if it could not be had at all.
+    pub(crate) handle: Option<TcpStream>,
+}
+
+impl Job {
+    /// A job without a registry handle yet.
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr) -> Job {
+        Job {
+            stream,
+            peer,
+            handle: None,
+        }
+    }
+}
 
 /// What every worker shares.
 pub(crate) struct PoolContext {
@@ -42,6 +62,9 @@ pub(crate) struct PoolContext {
     pub(crate) linger: Duration,
     pub(crate) draining: Shutdown,
     pub(crate) app: Shutdown,
+    /// Rung after each connection is closed: an acceptor out of descriptors waits
+    /// for it to take the next one from the backlog.
+    pub(crate) freed: Sender<()>,
 }
 
 impl std::fmt::Debug for PoolContext {
@@ -93,25 +116,29 @@ impl Drop for Serving<'_> {
 
 /// A worker's whole life: serve until the queue is closed and empty.
 pub(crate) fn work(index: usize, jobs: Receiver<Job>, context: Arc<PoolContext>) {
-    for (stream, peer) in jobs.iter() {
-        serve(index, stream, peer, &context);
+    for job in jobs.iter() {
+        serve(index, job, &context);
         context.release();
+        // Full means a ring is already pending: the acceptor will look anyway.
+        let _ = context.freed.try_send(());
     }
 }
 
-fn serve(index: usize, stream: TcpStream, peer: SocketAddr, context: &PoolContext) {
+fn serve(index: usize, job: Job, context: &PoolContext) {
+    let Job {
+        stream,
+        peer,
+        handle,
+    } = job;
     let _serving = Serving::start(&context.serving);
     if context.is_forced() {
         // Queued but never started before the force: closing it is all that is left.
         Stats::bump(&context.stats.forced);
         return;
     }
-    // Without a registered clone the connection is still served, only not dismissed
+    // Without a registered handle the connection is still served, only not dismissed
     // early: it notices draining at its next tick instead.
-    let slot = stream
-        .try_clone()
-        .ok()
-        .and_then(|clone| context.registry.attach(index, clone));
+    let slot = handle.and_then(|handle| context.registry.attach(index, handle));
     let mut conn = match Connection::new(
         stream,
         peer,
@@ -128,6 +155,8 @@ fn serve(index: usize, stream: TcpStream, peer: SocketAddr, context: &PoolContex
         }),
     ) {
         Ok(conn) => conn,
+        // Setting socket options takes no descriptor, so running out of them (which
+        // only costs the registered clone above) cannot land here.
         Err(err) => {
             log::debug!("{peer}: cannot set up the connection: {err}");
             return;
@@ -216,6 +245,7 @@ mod tests {
             linger: Duration::from_millis(200),
             draining: Shutdown::new(),
             app: Shutdown::new(),
+            freed: crossbeam_channel::bounded(1).0,
         })
     }
 
@@ -225,7 +255,16 @@ mod tests {
         client
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        (client, listener.accept().unwrap())
+        let (stream, peer) = listener.accept().unwrap();
+        let handle = stream.try_clone().ok();
+        (
+            client,
+            Job {
+                stream,
+                peer,
+                handle,
+            },
+        )
     }
 
     #[test]

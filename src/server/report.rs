@@ -1,7 +1,7 @@
 //! What a server's shutdown did, as counted while it happened.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::shutdown::Reason;
@@ -65,6 +65,10 @@ pub(crate) struct Stats {
     pub(crate) refused_busy: AtomicU64,
     pub(crate) panics: AtomicU64,
     pub(crate) write_timeouts: AtomicU64,
+    /// Connections still in the kernel's backlog when the listener was closed.
+    pub(crate) backlog_left: AtomicU64,
+    /// `backlog_left` could not be counted (not Linux) and may not be zero.
+    pub(crate) backlog_uncounted: AtomicBool,
 }
 
 impl Stats {
@@ -95,6 +99,12 @@ pub struct Report {
     /// Connections given up on over the whole run because the client read nothing
     /// for the write timeout.
     pub write_timeouts: u64,
+    /// Connections still waiting in the kernel's backlog when the drain gave up on
+    /// them (its deadline or a force came while the process had no descriptor to
+    /// accept them with): closing the listener reset them. `None` where they
+    /// cannot be counted (only Linux exposes it) and the drain gave up before the
+    /// backlog was empty. When it is not `Some(0)`, the outcome is not clean.
+    pub backlog_left: Option<u64>,
     /// Names of threads still running when the server gave up on them.
     pub detached: Vec<String>,
     /// From the start of draining to the last connection closed.
@@ -115,7 +125,7 @@ impl fmt::Display for Report {
         write!(
             f,
             "reason={} outcome={} drained={} forced={} refused_busy={} panics={} \
-             detached_threads={} drain_ms={} write_timeouts={}",
+             detached_threads={} drain_ms={} write_timeouts={} backlog_left={}",
             self.reason,
             self.outcome,
             self.drained,
@@ -124,8 +134,22 @@ impl fmt::Display for Report {
             self.panics,
             self.detached.len(),
             self.drain.as_millis(),
-            self.write_timeouts
+            self.write_timeouts,
+            BacklogLeft(self.backlog_left),
         )
+    }
+}
+
+/// Formats [`Report::backlog_left`] as a report value: the count, or `unknown`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BacklogLeft(pub(crate) Option<u64>);
+
+impl fmt::Display for BacklogLeft {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(count) => write!(f, "{count}"),
+            None => f.write_str("unknown"),
+        }
     }
 }
 
