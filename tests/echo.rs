@@ -8,7 +8,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{field, field_num, finish_with_report, Client, End, Process, GOODBYE, PATIENCE};
+use support::{expect_report, field, field_num, Client, End, Process, GOODBYE, PATIENCE};
 
 fn echo_server(extra: &[&str]) -> (Process, std::net::SocketAddr) {
     let mut args = vec!["echo", "--addr", "127.0.0.1:0"];
@@ -22,13 +22,6 @@ fn expect_goodbye_then_eof(client: &mut Client) {
     let (rest, end) = client.rest();
     assert_eq!(String::from_utf8_lossy(&rest), GOODBYE);
     assert_eq!(end, End::Eof);
-}
-
-#[track_caller]
-fn expect_report(process: &mut Process, code: i32) -> String {
-    let (status, report) = finish_with_report(process);
-    assert_eq!(status, Some(code), "{}", process.dump());
-    report
 }
 
 #[test]

@@ -331,12 +331,7 @@ fn a_stderr_nobody_reads_never_delays_serving_or_the_shutdown() {
     assert_eq!(field(&report, "outcome"), "clean", "{report}");
     assert_eq!(field(&report, "refused_busy"), "3", "{report}");
     assert_eq!(status.code(), Some(0), "{report}");
-    // The figure the README quotes (`-- --nocapture` shows it).
-    eprintln!("SIGTERM → exit: {took:?}");
-    assert!(
-        took <= BUDGET + STDIO_BOUND,
-        "SIGTERM → exit took {took:?}, over the budget {BUDGET:?} + {STDIO_BOUND:?}"
-    );
+    assert_within_budget(took);
 }
 
 /// The supervisor stops reading stdout after `listening on`, and the pipe fills.
@@ -374,12 +369,7 @@ fn a_full_stdout_never_delays_the_shutdown() {
     let queued = stderr.wait_for("stays queued");
     assert!(queued.contains("stopped reason=signal"), "{queued}");
     assert_eq!(status.code(), Some(0), "stderr:\n{}", stderr.text());
-    // The figure the README quotes (`-- --nocapture` shows it).
-    eprintln!("SIGTERM → exit: {took:?}");
-    assert!(
-        took <= BUDGET + STDIO_BOUND,
-        "SIGTERM → exit took {took:?}, over the budget {BUDGET:?} + {STDIO_BOUND:?}"
-    );
+    assert_within_budget(took);
 }
 
 /// Stdout is full before the server starts: it serves anyway, and `listening on`
@@ -492,5 +482,16 @@ fn sighup_ignored_at_start_stays_ignored() {
         !server.stderr_text().contains("second signal"),
         "{}",
         server.dump()
+    );
+}
+
+/// SIGTERM → exit within the shutdown budget plus the bound given to stdio at exit;
+/// prints the figure the README quotes (`-- --nocapture` shows it).
+#[track_caller]
+fn assert_within_budget(took: Duration) {
+    eprintln!("SIGTERM → exit: {took:?}");
+    assert!(
+        took <= BUDGET + STDIO_BOUND,
+        "SIGTERM → exit took {took:?}, over the budget {BUDGET:?} + {STDIO_BOUND:?}"
     );
 }

@@ -345,6 +345,14 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// Waits for the exit, asserts its code is `code`, and returns the report line.
+#[track_caller]
+pub fn expect_report(process: &mut Process, code: i32) -> String {
+    let (status, report) = finish_with_report(process);
+    assert_eq!(status, Some(code), "{}", process.dump());
+    report
+}
+
 /// Waits for the exit and returns the exit code and the report line, after checking
 /// the line has the contract's shape: `stopped` and at least SPEC §3's keys.
 #[track_caller]
