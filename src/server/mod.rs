@@ -6,6 +6,7 @@
 //! is full, see `busy`). [`ServerHandle::join`] waits for the shutdown token, then for
 //! every thread against the drain deadline, and returns the [`Report`].
 
+mod accept;
 mod acceptor;
 mod backlog;
 mod busy;
@@ -277,7 +278,7 @@ impl ServerBuilder {
             max_poll: self.accept_poll,
             freed: freed_rx,
             probe,
-            failures: acceptor::FailureLog::default(),
+            failures: accept::FailureLog::default(),
             held: None,
         };
         crew.spawn("lameduck-acceptor".into(), None, move || acceptor.run())

@@ -1,0 +1,172 @@
+//! One accept and what it can fail with: which errors belong to a single
+//! connection (retried at once), which mean the process is out of descriptors or
+//! memory (the connection stays in the backlog: wait and retry), how long to wait
+//! between retries, and how the failures are logged without burying the log.
+
+use std::io;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use super::pool::Job;
+
+/// The first wait after a failed accept (see [`Backoff`]).
+const MIN_BACKOFF: Duration = Duration::from_millis(1);
+/// The longest wait between two accepts that fail.
+const MAX_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one log line per this long about failing accepts.
+const WARN_EVERY: Duration = Duration::from_secs(1);
+
+pub(crate) enum Accepted {
+    One(Job),
+    /// The backlog is empty.
+    Nothing,
+    /// Connections may be waiting, but none could be taken: out of descriptors or
+    /// memory (see [`out_of_resources`]), or the listener itself is broken.
+    Failed(io::Error),
+}
+
+pub(crate) fn accept_one(listener: &TcpListener) -> Accepted {
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => return Accepted::One(Job::new(stream, peer)),
+            Err(err) => match err.kind() {
+                io::ErrorKind::WouldBlock => return Accepted::Nothing,
+                // A signal landed mid-call: nothing happened, ask again.
+                io::ErrorKind::Interrupted => continue,
+                // The client gave up while in the backlog: its problem, not ours.
+                io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset => continue,
+                // Linux hands a connection's pending network error to accept; the
+                // next connection is unaffected (accept(2), "Error handling").
+                _ if connection_failed(&err) => continue,
+                _ => return Accepted::Failed(err),
+            },
+        }
+    }
+}
+
+/// Errors of one connection that `accept` reports in its place.
+fn connection_failed(err: &io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(
+            err.raw_os_error(),
+            Some(
+                libc::EPROTO
+                    | libc::ENETDOWN
+                    | libc::ENETUNREACH
+                    | libc::EHOSTDOWN
+                    | libc::EHOSTUNREACH
+                    | libc::ENOPROTOOPT
+                    | libc::EOPNOTSUPP
+            )
+        )
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = err;
+        false
+    }
+}
+
+/// Out of descriptors (per process or system-wide), socket buffers or memory:
+/// the connection stays in the backlog and can be taken once something is freed.
+pub(crate) fn out_of_resources(err: &io::Error) -> bool {
+    if err.kind() == io::ErrorKind::OutOfMemory {
+        return true;
+    }
+    #[cfg(unix)]
+    {
+        matches!(
+            err.raw_os_error(),
+            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+        )
+    }
+    #[cfg(windows)]
+    {
+        // WSAEMFILE, WSAENOBUFS.
+        matches!(err.raw_os_error(), Some(10024 | 10055))
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        false
+    }
+}
+
+/// How long to wait before accepting again after a failure: doubling from
+/// [`MIN_BACKOFF`] to [`MAX_BACKOFF`], back to the start after each accept. A worker
+/// that closes a connection rings the `freed` bell, which cuts the wait short, so
+/// the backoff only paces retries when something else frees resources (another
+/// process's descriptors under ENFILE, memory).
+pub(crate) struct Backoff(Duration);
+
+impl Backoff {
+    pub(crate) fn new() -> Backoff {
+        Backoff(MIN_BACKOFF)
+    }
+
+    pub(crate) fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        wait
+    }
+
+    pub(crate) fn reset(&mut self) {
+        self.0 = MIN_BACKOFF;
+    }
+}
+
+/// Accept failures, logged at most once per [`WARN_EVERY`]: the first as it
+/// happens, its repeats as one line with their count. A server out of descriptors
+/// fails an accept at every retry, and a line for each buries the log.
+#[derive(Default)]
+pub(crate) struct FailureLog {
+    /// When the current window began (the last line logged).
+    window: Option<Instant>,
+    repeats: u64,
+    last: String,
+}
+
+impl FailureLog {
+    pub(crate) fn note(&mut self, err: &io::Error, now: Instant) {
+        match self.window {
+            Some(start) if self.repeats > 0 || now.duration_since(start) < WARN_EVERY => {
+                self.repeats += 1;
+                self.last = err.to_string();
+                self.flush_due(now);
+            }
+            _ => {
+                log::warn!(
+                    "accept failed: {err}; retrying as connections close \
+                     (repeats are counted, one line a second)"
+                );
+                self.window = Some(now);
+            }
+        }
+    }
+
+    /// Logs the repeats once their window has lasted [`WARN_EVERY`].
+    pub(crate) fn flush_due(&mut self, now: Instant) {
+        if self
+            .window
+            .is_some_and(|start| now.duration_since(start) >= WARN_EVERY)
+        {
+            self.flush(now);
+        }
+    }
+
+    /// Logs the repeats counted so far, if any.
+    pub(crate) fn flush(&mut self, now: Instant) {
+        let Some(start) = self.window else { return };
+        if self.repeats == 0 {
+            return;
+        }
+        log::warn!(
+            "accept failed {} times in the last {:.1}s: {}",
+            self.repeats,
+            now.duration_since(start).as_secs_f64(),
+            self.last
+        );
+        self.repeats = 0;
+        self.window = Some(now);
+    }
+}
