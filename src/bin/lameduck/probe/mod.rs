@@ -163,9 +163,7 @@ fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
     if exit_problem.is_none() {
         let cut: u64 = rows.iter().map(report::Row::cut).sum();
         exit_problem = match exit_code {
-            Some(0) if cut > 0 => Some(format!(
-                "exit 0 although {cut} connections were cut: a forced exit that says it was clean"
-            )),
+            Some(0) if cut > 0 => Some(format!("exit 0 although {cut} connections were cut")),
             Some(0) => None,
             Some(code) => Some(format!("exit code {code}")),
             None => Some(format!("exit: {exit_text}")),
