@@ -165,6 +165,11 @@ impl Process {
         self.pid
     }
 
+    /// Every stdout line read so far.
+    pub fn stdout_lines(&self) -> &[String] {
+        &self.stdout_seen
+    }
+
     /// Everything printed so far, for failure messages.
     pub fn dump(&self) -> String {
         format!(
@@ -229,9 +234,15 @@ impl Process {
     /// Returns the exit status and the last stdout line.
     #[track_caller]
     pub fn finish(&mut self) -> (ExitStatus, String) {
-        let deadline = Instant::now() + PATIENCE;
+        self.finish_within(PATIENCE)
+    }
+
+    /// [`Process::finish`] with a bound of its own, for a process that runs a while.
+    #[track_caller]
+    pub fn finish_within(&mut self, patience: Duration) -> (ExitStatus, String) {
+        let deadline = Instant::now() + patience;
         if !until_eof(&self.stdout, deadline, |line| self.stdout_seen.push(line)) {
-            panic!("process did not exit within {PATIENCE:?}\n{}", self.dump())
+            panic!("process did not exit within {patience:?}\n{}", self.dump())
         }
         let status = self.wait_exit(deadline);
         // Every line is in `stderr_seen` before it is sent, and the pump hangs up

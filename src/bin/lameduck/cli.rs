@@ -29,6 +29,91 @@ pub enum Command {
     Echo(EchoArgs),
     /// The web-server template: `GET /` says hello, `GET /healthz` reports readiness.
     Http(HttpArgs),
+    /// Start any server, load it with a zoo of clients, send it a signal, and grade
+    /// its shutdown: one verdict per scenario. Exit 0 all clean, 1 a problem, 2 usage.
+    Probe(ProbeArgs),
+}
+
+/// Which wire protocol the probe's clients speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProbeProtocol {
+    /// Lines: `ping <id>` answered by `--expect-reply`, `--goodbye` on shutdown.
+    Echo,
+    /// HTTP/1.1 `GET /` with keep-alive; `Connection: close` is the goodbye.
+    Http,
+}
+
+/// The signal the probe sends to ask for a graceful shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "UPPER")]
+pub enum ProbeSignal {
+    Term,
+    Int,
+    Hup,
+}
+
+impl ProbeSignal {
+    /// The name `kill -<name>` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeSignal::Term => "TERM",
+            ProbeSignal::Int => "INT",
+            ProbeSignal::Hup => "HUP",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The server to start, run as `sh -c 'exec CMD'` and killed by PID whatever
+    /// happens. Its address is the `listening on <ip:port>` first stdout line, or,
+    /// when CMD holds `{port}`, a free port the probe picks and substitutes.
+    /// Only loopback addresses are probed.
+    #[arg(long, value_name = "CMD")]
+    pub spawn: String,
+
+    /// The protocol the clients speak.
+    #[arg(long, value_enum, default_value = "echo")]
+    pub protocol: ProbeProtocol,
+
+    /// The signal that asks the server to shut down.
+    #[arg(long, value_enum, ignore_case = true, default_value = "TERM")]
+    pub signal: ProbeSignal,
+
+    /// Closed-loop load: connections that send the next request as soon as the
+    /// previous reply arrives. [range: 0..=1000]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub load: u32,
+
+    /// How long the load runs before the signal.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub after: Duration,
+
+    /// How long the server may take from the signal to its exit; then it is killed.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub deadline: Duration,
+
+    /// How long the server may take to start listening.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub startup: Duration,
+
+    /// Print the report as one JSON document instead of a table.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Run the whole probe this many times, a fresh server each time; a problem in
+    /// any trial fails the run. [range: 1..=1000]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub trials: u32,
+
+    /// Echo: the reply expected to a request line, `{}` standing for the request
+    /// (surrounding \r\n are not part of either).
+    #[arg(long, default_value = "Echo: {}")]
+    pub expect_reply: String,
+
+    /// Echo: the goodbye line expected on shutdown; empty if the protocol has none.
+    #[arg(long, default_value = lameduck::protocol::echo::DEFAULT_GOODBYE)]
+    pub goodbye: String,
 }
 
 /// Options every server shares.
@@ -134,6 +219,21 @@ impl Cli {
     /// options, and ranges of durations and sizes. One line per error (SPEC §3: exit 2).
     pub fn validate(&self) -> Result<(), String> {
         match &self.command {
+            Command::Probe(args) => {
+                within("--after", args.after, Duration::ZERO, HOUR)?;
+                within("--deadline", args.deadline, MS, HOUR)?;
+                within("--startup", args.startup, MS, HOUR)?;
+                if !args.expect_reply.contains("{}") {
+                    return Err("--expect-reply must contain `{}`, the request".into());
+                }
+                if args.expect_reply.contains(['\r', '\n']) || args.goodbye.contains(['\r', '\n']) {
+                    return Err("--expect-reply and --goodbye are one line each".into());
+                }
+                if args.spawn.trim().is_empty() {
+                    return Err("--spawn needs a command".into());
+                }
+                Ok(())
+            }
             Command::Echo(args) => {
                 args.server.validate()?;
                 within("--line-timeout", args.line_timeout, MS, HOUR)?;

@@ -6,6 +6,7 @@
 //! never how the server stops.
 
 mod cli;
+mod probe;
 
 use std::error::Error;
 use std::net::TcpListener;
@@ -26,6 +27,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return ExitCode::from(code),
     };
+    // The probe is a client of other servers, not a server: none of what follows.
+    if let Command::Probe(args) = &cli.command {
+        return ExitCode::from(probe::run(args));
+    }
     // The first logger of this process: installing it cannot fail. It also routes
     // panics through the log queue, as one record each.
     let _ = logging::init();
@@ -75,6 +80,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     let server_args = match &cli.command {
         Command::Echo(args) => &args.server,
         Command::Http(args) => &args.server,
+        Command::Probe(_) => return Err("the probe is not a server".into()),
     };
     let mut deploy = Deploy::from_env()?.upgrade_on_sigusr2(server_args.upgrade_timeout);
     if let Some(path) = &server_args.pid_file {
@@ -108,6 +114,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
                 .keepalive_grace(args.keepalive_grace);
             builder(&args.server, &life, listener).start(http, &shutdown)?
         }
+        Command::Probe(_) => return Err("the probe is not a server".into()),
     };
     if let Err(err) = server.announce() {
         // Whoever was to read stdout has gone (a closed pipe); the clients have not.

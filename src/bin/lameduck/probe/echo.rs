@@ -1,0 +1,472 @@
+//! The echo zoo: each scenario a kind of client a real server meets, each on threads
+//! of its own with blocking sockets (a thread per connection: at the probe's scale, a
+//! few dozen, that costs less than an event loop to write and read).
+//!
+//! Every scenario connects and gets going, then says `ready`, so the scenarios reach
+//! the server one after another in a fixed order (the queued client last).
+
+use std::io::{self, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::clients::{Ctx, LineConn};
+use super::report::{Conn, Row};
+
+/// A scenario's threads: their records come back on join.
+pub struct Running {
+    pub name: &'static str,
+    pub what: &'static str,
+    pub goodbye_expected: bool,
+    pub threads: Vec<JoinHandle<(Conn, Vec<String>)>>,
+}
+
+/// Told just before the signal, for scenarios that act at the last moment; they answer
+/// on `armed` once they have.
+pub struct Arm {
+    pub go: Sender<()>,
+    pub armed: Receiver<()>,
+}
+
+/// Pipelined batch size.
+const PIPELINE: u64 = 8;
+
+/// How long the client that never reads stays silent after the signal.
+pub const NEVER_READS_WAKE: Duration = Duration::from_millis(500);
+
+fn spawn_conn(
+    ctx: &Arc<Ctx>,
+    name: &str,
+    body: impl FnOnce(&Ctx, Sender<()>) -> (Conn, Vec<String>) + Send + 'static,
+) -> io::Result<JoinHandle<(Conn, Vec<String>)>> {
+    let ctx = Arc::clone(ctx);
+    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+    let handle = thread::Builder::new()
+        .name(format!("probe-{name}"))
+        .spawn(move || body(&ctx, ready_tx))?;
+    // Dropped sender (the body gave up) or ready: either way, on to the next.
+    let _ = ready_rx.recv_deadline(Instant::now() + Duration::from_secs(10));
+    Ok(handle)
+}
+
+/// Closed-loop load: each connection sends its next request as soon as its reply is in.
+pub fn load(ctx: &Arc<Ctx>, conns: u32) -> io::Result<Running> {
+    let mut threads = Vec::new();
+    for i in 0..conns {
+        threads.push(spawn_conn(ctx, "load", move |ctx, ready| {
+            let mut conn = match LineConn::connect(ctx, format!("load{i}")) {
+                Ok(conn) => conn,
+                Err(rec) => return (rec, Vec::new()),
+            };
+            conn.send(1);
+            conn.until_answered();
+            let _ = ready.send(());
+            while !conn.ended && conn.rec.goodbyes == 0 {
+                if !conn.send(1) {
+                    break;
+                }
+                conn.until_answered();
+            }
+            (conn.finish(), Vec::new())
+        })?);
+    }
+    Ok(Running {
+        name: "load",
+        what: "closed-loop clients: next request as soon as the reply is in",
+        goodbye_expected: true,
+        threads,
+    })
+}
+
+/// Idle connections: one request answered, then quiet.
+pub fn idle(ctx: &Arc<Ctx>) -> io::Result<Running> {
+    let mut threads = Vec::new();
+    for i in 0..2 {
+        threads.push(spawn_conn(ctx, "idle", move |ctx, ready| {
+            let mut conn = match LineConn::connect(ctx, format!("idle{i}")) {
+                Ok(conn) => conn,
+                Err(rec) => return (rec, Vec::new()),
+            };
+            conn.send(1);
+            conn.until_answered();
+            let _ = ready.send(());
+            (conn.finish(), Vec::new())
+        })?);
+    }
+    Ok(Running {
+        name: "idle",
+        what: "connections answered once, then quiet",
+        goodbye_expected: true,
+        threads,
+    })
+}
+
+/// Pipelined: batches of requests in one write, through the signal.
+pub fn pipelined(ctx: &Arc<Ctx>) -> io::Result<Running> {
+    let thread = spawn_conn(ctx, "pipelined", |ctx, ready| {
+        let mut conn = match LineConn::connect(ctx, "pipe".into()) {
+            Ok(conn) => conn,
+            Err(rec) => return (rec, Vec::new()),
+        };
+        conn.send(PIPELINE);
+        conn.until_answered();
+        let _ = ready.send(());
+        while !conn.ended && conn.rec.goodbyes == 0 {
+            if !conn.send(PIPELINE) {
+                break;
+            }
+            conn.until_answered();
+        }
+        (conn.finish(), Vec::new())
+    })?;
+    Ok(Running {
+        name: "pipelined",
+        what: "batches of 8 requests in one write",
+        goodbye_expected: true,
+        threads: vec![thread],
+    })
+}
+
+/// A request written at the last moment before the signal.
+pub fn in_flight(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let (armed_tx, armed_rx) = crossbeam_channel::bounded::<()>(1);
+    let thread = spawn_conn(ctx, "in-flight", move |ctx, ready| {
+        let mut conn = match LineConn::connect(ctx, "flight".into()) {
+            Ok(conn) => conn,
+            Err(rec) => return (rec, Vec::new()),
+        };
+        conn.send(1);
+        conn.until_answered();
+        let _ = ready.send(());
+        let _ = go_rx.recv_deadline(ctx.stop);
+        conn.send(1);
+        drop(armed_tx);
+        (conn.finish(), Vec::new())
+    })?;
+    Ok((
+        Running {
+            name: "in-flight",
+            what: "a request written just before the signal",
+            goodbye_expected: true,
+            threads: vec![thread],
+        },
+        Arm {
+            go: go_tx,
+            armed: armed_rx,
+        },
+    ))
+}
+
+/// A client that floods requests and never reads until half a second after the
+/// signal: the server's buffers fill; then every reply must still come, in order.
+pub fn never_reads(ctx: &Arc<Ctx>) -> io::Result<Running> {
+    let thread = spawn_conn(ctx, "never-reads", |ctx, ready| {
+        // Small buffers on the client's side: the server's writes block (and its reads
+        // stop) after tens of kilobytes, not the megabytes loopback would take.
+        let mut conn = match small_buffers(ctx.addr) {
+            Ok(stream) => LineConn::from_stream(ctx, "mute".into(), stream),
+            Err(_) => match LineConn::connect(ctx, "mute".into()) {
+                Ok(conn) => conn,
+                Err(rec) => return (rec, Vec::new()),
+            },
+        };
+        conn.rec.pipe_allowance = true;
+        let request_len = conn.request(0).len() as u64 + 1;
+        let _ = conn
+            .stream()
+            .set_write_timeout(Some(Duration::from_millis(200)));
+        let mut written: u64 = 0;
+        let mut stalled = false;
+        // Stop at a stall (both sides' buffers full) or a bound, whichever is first.
+        while !stalled && written < 64 << 20 {
+            let batch = conn.batch(256);
+            let mut offset = 0;
+            while offset < batch.len() {
+                let result = {
+                    let mut stream = conn.stream();
+                    stream.write(&batch[offset..])
+                };
+                match result {
+                    Ok(n) => {
+                        offset += n;
+                        written += n as u64;
+                        let whole = written / request_len;
+                        if whole > conn.rec.sent {
+                            let more = whole - conn.rec.sent;
+                            conn.count_sent(more);
+                        }
+                    }
+                    Err(_) => {
+                        stalled = true;
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = ready.send(());
+        ctx.wait_signal();
+        // Silent for a while after the signal, then a reader again.
+        let wake = Instant::now() + NEVER_READS_WAKE;
+        let _ = ctx.server_gone.recv_deadline(wake);
+        let notes = vec![format!(
+            "{} requests sent before its writes stalled; starts reading {} ms after the signal",
+            conn.rec.sent,
+            NEVER_READS_WAKE.as_millis()
+        )];
+        (conn.finish(), notes)
+    })?;
+    Ok(Running {
+        name: "never-reads",
+        what: "floods requests without reading until the buffers are full",
+        goodbye_expected: true,
+        threads: vec![thread],
+    })
+}
+
+/// A connection whose receive and send buffers are 16 KiB (the kernel may round).
+fn small_buffers(addr: std::net::SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_recv_buffer_size(16 << 10)?;
+    socket.set_send_buffer_size(16 << 10)?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(5))?;
+    Ok(socket.into())
+}
+
+/// Slowloris: a byte a second, before and after the signal, until the server closes.
+pub fn slowloris(ctx: &Arc<Ctx>) -> io::Result<Running> {
+    let thread = spawn_conn(ctx, "slowloris", |ctx, ready| {
+        let mut conn = match LineConn::connect(ctx, "slow".into()) {
+            Ok(conn) => conn,
+            Err(rec) => return (rec, Vec::new()),
+        };
+        let Ok(mut writer) = conn.stream().try_clone() else {
+            return (conn.finish(), vec!["could not clone the socket".into()]);
+        };
+        let line = format!("{}\n", conn.request(0)).into_bytes();
+        let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+        let stop = ctx.stop;
+        let dripper = thread::Builder::new()
+            .name("probe-slowloris-drip".into())
+            .spawn(move || {
+                let mut sent = 0usize;
+                for byte in &line {
+                    if writer.write_all(&[*byte]).is_err() {
+                        break;
+                    }
+                    sent += 1;
+                    let next = (Instant::now() + Duration::from_secs(1)).min(stop);
+                    match done_rx.recv_deadline(next) {
+                        Err(crossbeam_channel::RecvTimeoutError::Timeout) if next < stop => {}
+                        _ => break,
+                    }
+                }
+                sent
+            });
+        let _ = ready.send(());
+        // A whole line takes longer than any sane drain: what matters is how the server
+        // ends a connection with half a request in it.
+        conn.drain();
+        drop(done_tx);
+        let bytes = dripper.ok().and_then(|d| d.join().ok()).unwrap_or(0);
+        if bytes == line_len(&conn) {
+            conn.count_sent(1);
+        }
+        let notes = vec![format!("{bytes} bytes dripped, one a second")];
+        (conn.rec, notes)
+    })?;
+    Ok(Running {
+        name: "slowloris",
+        what: "a request sent one byte a second",
+        goodbye_expected: true,
+        threads: vec![thread],
+    })
+}
+
+fn line_len(conn: &LineConn<'_>) -> usize {
+    conn.request(0).len() + 1
+}
+
+/// A client that writes a request and shuts down its sending side just before the
+/// signal: the reply must still come, then a FIN.
+pub fn half_closed(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
+    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
+    let (armed_tx, armed_rx) = crossbeam_channel::bounded::<()>(1);
+    let thread = spawn_conn(ctx, "half-closed", move |ctx, ready| {
+        let mut conn = match LineConn::connect(ctx, "half".into()) {
+            Ok(conn) => conn,
+            Err(rec) => return (rec, Vec::new()),
+        };
+        conn.send(1);
+        conn.until_answered();
+        let _ = ready.send(());
+        let _ = go_rx.recv_deadline(ctx.stop);
+        conn.send(1);
+        let _ = conn.stream().shutdown(Shutdown::Write);
+        drop(armed_tx);
+        (conn.finish(), Vec::new())
+    })?;
+    Ok((
+        Running {
+            name: "half-closed",
+            what: "a request, then the client's FIN, just before the signal",
+            // It said it was done: a server may answer and close without a goodbye.
+            goodbye_expected: false,
+            threads: vec![thread],
+        },
+        Arm {
+            go: go_tx,
+            armed: armed_rx,
+        },
+    ))
+}
+
+/// The last connection before the signal, its request sent at once: behind a busy
+/// pool it waits in a queue, and must be served all the same.
+pub fn queued(ctx: &Arc<Ctx>) -> io::Result<Running> {
+    let thread = spawn_conn(ctx, "queued", |ctx, ready| {
+        let mut conn = match LineConn::connect(ctx, "queued".into()) {
+            Ok(conn) => conn,
+            Err(rec) => return (rec, Vec::new()),
+        };
+        conn.send(1);
+        let _ = ready.send(());
+        conn.drain();
+        let queued = match (conn.first_reply_at, ctx.signal_at.get()) {
+            (Some(reply), Some(signal)) => reply > *signal,
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        let note = if queued {
+            "not answered before the signal (queued, or dropped)".to_string()
+        } else {
+            "answered before the signal: the pool was not busy".to_string()
+        };
+        (conn.rec, vec![note])
+    })?;
+    Ok(Running {
+        name: "queued",
+        what: "the last connection before the signal, request sent at once",
+        goodbye_expected: true,
+        threads: vec![thread],
+    })
+}
+
+/// After the signal, a new connection every 20 ms until the server exits: each must
+/// be refused, or served; accepted and then dropped is the problem.
+pub fn new_connects(ctx: &Arc<Ctx>) -> io::Result<JoinHandle<Row>> {
+    let ctx = Arc::clone(ctx);
+    thread::Builder::new()
+        .name("probe-new-connects".into())
+        .spawn(move || {
+            let mut row = Row::new(
+                "new-connects",
+                "a new connection every 20 ms from the signal to the exit",
+                false,
+            );
+            ctx.wait_signal();
+            let mut attempts = Vec::new();
+            let mut refused = 0u64;
+            let mut failed = 0u64;
+            let mut tries = 0u64;
+            // At most 1500 tries (30 s): a server that never exits is killed anyway.
+            while tries < 1500 {
+                tries += 1;
+                let shared = Arc::clone(&ctx);
+                let attempt = thread::Builder::new()
+                    .name("probe-connect".into())
+                    .spawn(move || attempt(&shared));
+                match attempt {
+                    Ok(handle) => attempts.push(handle),
+                    Err(_) => failed += 1,
+                }
+                let next = Instant::now() + Duration::from_millis(20);
+                if !matches!(
+                    ctx.server_gone.recv_deadline(next.min(ctx.stop)),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                ) || Instant::now() >= ctx.stop
+                {
+                    break;
+                }
+            }
+            let (mut served, mut told, mut dropped, mut timed_out) = (0u64, 0u64, 0u64, 0u64);
+            for handle in attempts {
+                match handle.join() {
+                    Ok(Attempt::Refused) => refused += 1,
+                    Ok(Attempt::TimedOut) => timed_out += 1,
+                    Ok(Attempt::Accepted(conn)) => {
+                        if conn.replies > 0 {
+                            served += 1;
+                        } else if conn.goodbyes > 0 {
+                            told += 1;
+                        } else {
+                            dropped += 1;
+                        }
+                        row.conns.push(conn);
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            row.notes.push(format!(
+                "{tries} attempts: {refused} refused, {served} served, {told} told goodbye, \
+                 {dropped} accepted then dropped, {timed_out} connects timed out"
+            ));
+            if dropped > 0 {
+                row.problems.push(format!(
+                    "{dropped} accepted then dropped (listener left open?)"
+                ));
+            }
+            if timed_out > 0 {
+                row.problems
+                    .push(format!("{timed_out} connects got no answer (SYN dropped)"));
+            }
+            if failed > 0 {
+                row.problems
+                    .push(format!("{failed} attempts the probe could not run"));
+            }
+            row
+        })
+}
+
+enum Attempt {
+    Refused,
+    TimedOut,
+    Accepted(Conn),
+}
+
+fn attempt(ctx: &Ctx) -> Attempt {
+    match TcpStream::connect_timeout(&ctx.addr, Duration::from_millis(500)) {
+        Ok(stream) => {
+            let mut conn = LineConn::from_stream(ctx, "new".into(), stream);
+            if conn.send(1) {
+                conn.until_answered();
+            }
+            Attempt::Accepted(conn.finish())
+        }
+        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => Attempt::Refused,
+        Err(_) => Attempt::TimedOut,
+    }
+}
+
+/// Gathers a scenario's records into its row.
+pub fn collect(running: Running) -> Row {
+    let mut row = Row::new(running.name, running.what, running.goodbye_expected);
+    for handle in running.threads {
+        match handle.join() {
+            Ok((conn, notes)) => {
+                row.conns.push(conn);
+                for note in notes {
+                    if !row.notes.contains(&note) {
+                        row.notes.push(note);
+                    }
+                }
+            }
+            Err(_) => row.problems.push("a probe client thread panicked".into()),
+        }
+    }
+    row
+}

@@ -1,0 +1,191 @@
+//! `lameduck probe`: a graceful-shutdown report card for any server. It starts the
+//! server, brings a zoo of clients (loaded, idle, pipelined, in flight, never reading,
+//! slowloris, half-closed, queued), sends the signal, keeps connecting every 20 ms, and
+//! grades what each client saw: replies, the goodbye, FIN or RST, replies lost, lines
+//! after the goodbye, requests that crossed it (reported, not failed), plus the exit
+//! code, the signal → exit time and the CPU both sides used.
+//!
+//! Clients are plain threads with blocking sockets, one per connection (the load
+//! generator of `benches/` runs on `mio`, a dev-dependency the binary does not carry).
+
+#[cfg(unix)]
+mod clients;
+#[cfg(unix)]
+mod echo;
+#[cfg(unix)]
+mod report;
+#[cfg(unix)]
+mod target;
+
+use crate::cli::ProbeArgs;
+
+/// Exit codes: every scenario clean, a problem, bad usage (or a server that cannot be
+/// probed at all).
+const CLEAN: u8 = 0;
+const PROBLEM: u8 = 1;
+const USAGE: u8 = 2;
+
+#[cfg(not(unix))]
+pub fn run(_args: &ProbeArgs) -> u8 {
+    eprintln!("lameduck: the probe needs Linux (/proc, signals)");
+    USAGE
+}
+
+#[cfg(unix)]
+pub fn run(args: &ProbeArgs) -> u8 {
+    use crate::cli::ProbeProtocol;
+
+    if args.protocol == ProbeProtocol::Http {
+        eprintln!("lameduck: probe --protocol http is not implemented yet; use echo");
+        return USAGE;
+    }
+    let mut trials = Vec::new();
+    for index in 0..args.trials {
+        let trial = match run_trial(args) {
+            Ok(trial) => trial,
+            Err(err) => {
+                eprintln!("lameduck: probe: {err}");
+                return USAGE;
+            }
+        };
+        if !args.json {
+            print(&report::table(&trial, index, args.trials));
+        }
+        trials.push(trial);
+    }
+    let clean = trials.iter().filter(|t| t.clean()).count();
+    if args.json {
+        let items: Vec<String> = trials.iter().map(report::json_trial).collect();
+        print(&format!(
+            "{{\"trials\":[{}],\"clean_trials\":{clean},\"trials_run\":{}}}\n",
+            items.join(","),
+            trials.len()
+        ));
+    } else if trials.len() > 1 {
+        print(&format!("clean in {clean} of {} trials\n", trials.len()));
+    }
+    if clean == trials.len() {
+        CLEAN
+    } else {
+        PROBLEM
+    }
+}
+
+/// Writes `text` to stdout; a reader that went away is not the probe's problem.
+#[cfg(unix)]
+fn print(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+#[cfg(unix)]
+fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
+    use std::sync::{Arc, OnceLock};
+    use std::thread;
+    use std::time::{Duration, Instant};
+
+    use report::Trial;
+
+    let started = Instant::now();
+    let probe_cpu_start = target::cpu_ticks(None).map_or(0, |(ticks, _)| ticks);
+    let mut server = target::Target::start(&args.spawn, args.startup)?;
+    let (signal_tx, signalled) = crossbeam_channel::bounded::<()>(0);
+    let (gone_tx, server_gone) = crossbeam_channel::bounded::<()>(0);
+    let ctx = Arc::new(clients::Ctx {
+        addr: server.addr,
+        template: args.expect_reply.clone(),
+        goodbye: (!args.goodbye.is_empty()).then(|| args.goodbye.clone().into_bytes()),
+        signal_at: OnceLock::new(),
+        signalled,
+        server_gone,
+        stop: Instant::now() + args.after + args.deadline + Duration::from_secs(60),
+    });
+    let spawn_error = |err: std::io::Error| format!("cannot start a client thread: {err}");
+
+    // In a fixed order, each ready before the next; the flood first (it fills buffers
+    // fastest alone), the queued client last.
+    let mut running = vec![echo::never_reads(&ctx).map_err(spawn_error)?];
+    running.push(echo::load(&ctx, args.load).map_err(spawn_error)?);
+    running.push(echo::idle(&ctx).map_err(spawn_error)?);
+    running.push(echo::pipelined(&ctx).map_err(spawn_error)?);
+    let (flight, flight_arm) = echo::in_flight(&ctx).map_err(spawn_error)?;
+    running.push(flight);
+    running.push(echo::slowloris(&ctx).map_err(spawn_error)?);
+    let (half, half_arm) = echo::half_closed(&ctx).map_err(spawn_error)?;
+    running.push(half);
+    running.push(echo::queued(&ctx).map_err(spawn_error)?);
+    let new_connects = echo::new_connects(&ctx).map_err(spawn_error)?;
+
+    // The load runs for --after; then the last-moment clients act, then the signal.
+    thread::sleep(args.after);
+    for arm in [&flight_arm, &half_arm] {
+        let _ = arm.go.send(());
+    }
+    for arm in [&flight_arm, &half_arm] {
+        let _ = arm
+            .armed
+            .recv_deadline(Instant::now() + Duration::from_secs(10));
+    }
+    let signal_at = Instant::now();
+    let _ = ctx.signal_at.set(signal_at);
+    drop(signal_tx);
+    let signal = args.signal.name();
+    let sent = target::kill(signal, server.pid);
+
+    let mut exit_problem = None;
+    let mut killed = false;
+    let exit = match server.wait_exit(signal_at + args.deadline) {
+        Some(exit) => Some(exit),
+        None => {
+            killed = true;
+            exit_problem = Some(format!(
+                "still running {:?} after SIG{signal}: killed",
+                args.deadline
+            ));
+            server.kill_now()
+        }
+    };
+    drop(gone_tx);
+    if !sent {
+        exit_problem.get_or_insert_with(|| format!("could not send SIG{signal}"));
+    }
+
+    let mut rows: Vec<report::Row> = running.into_iter().map(echo::collect).collect();
+    match new_connects.join() {
+        Ok(row) => rows.push(row),
+        Err(_) => return Err("the new-connects client panicked".into()),
+    }
+
+    let status = exit.as_ref().and_then(|exit| exit.status);
+    let exit_code = status.and_then(|status| status.code());
+    let exit_text = target::status_text(status.as_ref());
+    if exit_problem.is_none() {
+        let cut: u64 = rows.iter().map(report::Row::cut).sum();
+        exit_problem = match exit_code {
+            Some(0) if cut > 0 => Some(format!("exit 0 although {cut} connections were cut")),
+            Some(0) => None,
+            Some(code) => Some(format!("exit code {code}")),
+            None => Some(format!("exit: {exit_text}")),
+        };
+    }
+    let tck = target::clk_tck();
+    let probe_cpu_end = target::cpu_ticks(None).map_or(probe_cpu_start, |(ticks, _)| ticks);
+    Ok(Trial {
+        command: args.spawn.clone(),
+        addr: server.addr.to_string(),
+        protocol: "echo",
+        signal,
+        rows,
+        exit: exit_text,
+        exit_code,
+        exit_after: exit
+            .as_ref()
+            .filter(|_| !killed)
+            .map(|exit| exit.at.saturating_duration_since(signal_at)),
+        exit_problem,
+        probe_cpu_s: probe_cpu_end.saturating_sub(probe_cpu_start) as f64 / tck,
+        server_cpu_s: exit.as_ref().and_then(|exit| exit.cpu_s),
+        wall: started.elapsed(),
+    })
+}
