@@ -13,6 +13,12 @@
 //! first K connections are served; the rest wait and are dropped at the signal),
 //! `listener-open` (the listener stays open, unaccepted, for a second after the drain),
 //! `exit0-forced` (no drain: everything cut after 300 ms, exit 0 all the same).
+//!
+//! With `--http` it speaks HTTP/1.1 instead (`GET`/`POST` answered `200 Hello, World!`,
+//! keep-alive; at the signal the requests it has are answered, the last with
+//! `Connection: close`, idle connections closed after a 100 ms keep-alive grace).
+//! HTTP faults: `rst` (idle keep-alive connections closed abortively), `drop-request`
+//! (at the signal, requests not yet answered are dropped: the connection just closes).
 #![forbid(unsafe_code)]
 
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
@@ -33,6 +39,7 @@ enum Fault {
     DropQueued,
     ListenerOpen,
     Exit0Forced,
+    DropRequest,
 }
 
 const GOODBYE: &[u8] = b"Server is shutting down. Goodbye!\r\n";
@@ -41,8 +48,13 @@ fn main() -> ExitCode {
     let mut fault = Fault::None;
     let mut delay = Duration::ZERO;
     let mut workers = usize::MAX;
+    let mut http = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--http" {
+            http = true;
+            continue;
+        }
         let value = args.next().unwrap_or_default();
         match (arg.as_str(), value.as_str()) {
             ("--fault", "none") => fault = Fault::None,
@@ -52,6 +64,7 @@ fn main() -> ExitCode {
             ("--fault", "drop-queued") => fault = Fault::DropQueued,
             ("--fault", "listener-open") => fault = Fault::ListenerOpen,
             ("--fault", "exit0-forced") => fault = Fault::Exit0Forced,
+            ("--fault", "drop-request") => fault = Fault::DropRequest,
             ("--delay", ms) if ms.parse::<u64>().is_ok() => {
                 delay = Duration::from_millis(ms.parse().unwrap_or(0));
             }
@@ -62,7 +75,7 @@ fn main() -> ExitCode {
             }
         }
     }
-    match serve(fault, delay, workers) {
+    match serve(fault, delay, workers, http) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("faulty: {err}");
@@ -71,7 +84,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(fault: Fault, delay: Duration, workers: usize) -> io::Result<()> {
+fn serve(fault: Fault, delay: Duration, workers: usize, http: bool) -> io::Result<()> {
+    type Handler = fn(TcpStream, Fault, Duration, &Shutdown) -> io::Result<()>;
+    let handle: Handler = if http { handle_http } else { handle };
     let shutdown = Shutdown::new();
     signals::install(&shutdown).map_err(io::Error::other)?;
     let listener = TcpListener::bind("127.0.0.1:0")?;
@@ -219,6 +234,97 @@ fn goodbye(
     let mut sink = [0u8; 4096];
     while Instant::now() < deadline {
         match reader.get_mut().read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    Ok(())
+}
+
+/// The HTTP/1.1 handler: requests framed by `Content-Length` (none: no body), each
+/// answered `200 Hello, World!`. Draining, the requests it has are answered, the last
+/// with `Connection: close`; an idle connection gets a 100 ms grace from its last
+/// response (its next request may be on the way), then a graceful close.
+fn handle_http(
+    stream: TcpStream,
+    fault: Fault,
+    delay: Duration,
+    shutdown: &Shutdown,
+) -> io::Result<()> {
+    const GRACE: Duration = Duration::from_millis(100);
+    stream.set_read_timeout(Some(Duration::from_millis(20)))?;
+    let mut stream = stream;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 << 10];
+    let mut last_response = Instant::now();
+    let mut drain_until: Option<Instant> = None;
+    loop {
+        while let Some(len) = http_request_len(&buf) {
+            if fault == Fault::DropRequest && shutdown.is_triggered() {
+                return Ok(());
+            }
+            buf.drain(..len);
+            thread::sleep(delay);
+            let closing = shutdown.is_triggered() && http_request_len(&buf).is_none();
+            let connection = if closing { "close" } else { "keep-alive" };
+            stream.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: 13\r\nConnection: {connection}\r\n\r\nHello, World!"
+                )
+                .as_bytes(),
+            )?;
+            last_response = Instant::now();
+            if closing {
+                return http_close(stream, fault);
+            }
+        }
+        if shutdown.is_triggered() && buf.is_empty() {
+            let until = *drain_until.get_or_insert(last_response + GRACE);
+            if Instant::now() >= until {
+                return http_close(stream, fault);
+            }
+        } else if shutdown.is_triggered() && fault == Fault::DropRequest {
+            return Ok(());
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                stream.shutdown(Side::Write)?;
+                return Ok(());
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+/// The length of the complete request at the front of `buf`, head and body.
+fn http_request_len(buf: &[u8]) -> Option<usize> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..head_end]);
+    let body = head
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    (buf.len() >= head_end + body).then_some(head_end + body)
+}
+
+/// A graceful close (FIN, then read to the client's EOF for up to a second), or with
+/// `rst` an abortive one.
+fn http_close(mut stream: TcpStream, fault: Fault) -> io::Result<()> {
+    if fault == Fault::Rst {
+        socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO))?;
+        return Ok(());
+    }
+    stream.shutdown(Side::Write)?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut sink = [0u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut sink) {
             Ok(0) => break,
             Ok(_) => {}
             Err(err) if matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}

@@ -175,3 +175,45 @@ fn usage_errors_exit_2_with_one_line() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn lameduck_http_is_clean_trial_after_trial() {
+    let server = format!("{} http --addr 127.0.0.1:0", binary().display());
+    let (code, lines, process) = probe(&server, &["--protocol", "http", "--trials", "3"]);
+    let text = lines.join("\n");
+    assert_eq!(code, Some(0), "{text}\n{}", process.dump());
+    assert!(text.contains("clean in 3 of 3 trials"), "{text}");
+    for scenario in ["slow-download", "load", "idle", "in-flight", "slow-upload"] {
+        assert!(row(&lines, scenario).contains("clean"), "{text}");
+    }
+}
+
+#[test]
+fn the_faulty_http_server_without_faults_is_clean() {
+    let (code, lines, process) = probe(&faulty("none", "--http"), &["--protocol", "http"]);
+    let text = lines.join("\n");
+    assert_eq!(code, Some(0), "{text}\n{}", process.dump());
+    assert!(text.contains("verdict: clean"), "{text}");
+}
+
+#[track_caller]
+fn expect_http_flagged(fault: &str, scenario: &str, why: &str) {
+    let (code, lines, process) = probe(&faulty(fault, "--http"), &["--protocol", "http"]);
+    let text = lines.join("\n");
+    assert_eq!(code, Some(1), "{text}\n{}", process.dump());
+    let row = row(&lines, scenario);
+    assert!(
+        row.contains("PROBLEM") && row.contains(why),
+        "fault {fault}: row {scenario} should say {why:?}:\n{text}"
+    );
+}
+
+#[test]
+fn keep_alive_connections_closed_with_rst_are_flagged() {
+    expect_http_flagged("rst", "idle", "reset (RST)");
+}
+
+#[test]
+fn an_upload_dropped_at_the_signal_is_lost() {
+    expect_http_flagged("drop-request", "slow-upload", "1 replies lost");
+}

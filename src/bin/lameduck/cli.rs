@@ -114,6 +114,10 @@ pub struct ProbeArgs {
     /// Echo: the goodbye line expected on shutdown; empty if the protocol has none.
     #[arg(long, default_value = lameduck::protocol::echo::DEFAULT_GOODBYE)]
     pub goodbye: String,
+
+    /// HTTP: the path every `GET` (and the slow upload's `POST`) asks for.
+    #[arg(long, default_value = "/")]
+    pub path: String,
 }
 
 /// Options every server shares.
@@ -228,6 +232,9 @@ impl Cli {
                 }
                 if args.expect_reply.contains(['\r', '\n']) || args.goodbye.contains(['\r', '\n']) {
                     return Err("--expect-reply and --goodbye are one line each".into());
+                }
+                if !args.path.starts_with('/') || args.path.contains(char::is_whitespace) {
+                    return Err("--path must start with `/` and hold no spaces".into());
                 }
                 if args.spawn.trim().is_empty() {
                     return Err("--spawn needs a command".into());

@@ -17,6 +17,8 @@ pub struct Ctx {
     pub addr: SocketAddr,
     /// The reply to a request, `{}` standing for the request text.
     pub template: String,
+    /// HTTP: the path every `GET` asks for.
+    pub path: String,
     /// The goodbye line, without `\r\n`; `None` when the protocol has none.
     pub goodbye: Option<Vec<u8>>,
     /// Set just before the signal is sent: a request written after it may cross.

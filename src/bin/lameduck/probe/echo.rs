@@ -37,7 +37,8 @@ const PIPELINE: u64 = 8;
 /// How long the client that never reads stays silent after the signal.
 pub const NEVER_READS_WAKE: Duration = Duration::from_millis(500);
 
-fn spawn_conn(
+/// Starts a scenario's connection thread and waits until it says `ready`.
+pub fn spawn_conn(
     ctx: &Arc<Ctx>,
     name: &str,
     body: impl FnOnce(&Ctx, Sender<()>) -> (Conn, Vec<String>) + Send + 'static,
@@ -357,8 +358,12 @@ pub fn queued(ctx: &Arc<Ctx>) -> io::Result<Running> {
 }
 
 /// After the signal, a new connection every 20 ms until the server exits: each must
-/// be refused, or served; accepted and then dropped is the problem.
-pub fn new_connects(ctx: &Arc<Ctx>) -> io::Result<JoinHandle<Row>> {
+/// be refused, or served; accepted and then dropped is the problem. `exchange` sends
+/// one request on an accepted connection and reads to its end.
+pub fn new_connects(
+    ctx: &Arc<Ctx>,
+    exchange: fn(&Ctx, TcpStream) -> Conn,
+) -> io::Result<JoinHandle<Row>> {
     let ctx = Arc::clone(ctx);
     thread::Builder::new()
         .name("probe-new-connects".into())
@@ -379,7 +384,7 @@ pub fn new_connects(ctx: &Arc<Ctx>) -> io::Result<JoinHandle<Row>> {
                 let shared = Arc::clone(&ctx);
                 let attempt = thread::Builder::new()
                     .name("probe-connect".into())
-                    .spawn(move || attempt(&shared));
+                    .spawn(move || attempt(&shared, exchange));
                 match attempt {
                     Ok(handle) => attempts.push(handle),
                     Err(_) => failed += 1,
@@ -432,21 +437,24 @@ pub fn new_connects(ctx: &Arc<Ctx>) -> io::Result<JoinHandle<Row>> {
         })
 }
 
+/// The echo exchange of a new connection: one line, its reply, the end.
+pub fn exchange(ctx: &Ctx, stream: TcpStream) -> Conn {
+    let mut conn = LineConn::from_stream(ctx, "new".into(), stream);
+    if conn.send(1) {
+        conn.until_answered();
+    }
+    conn.finish()
+}
+
 enum Attempt {
     Refused,
     TimedOut,
     Accepted(Conn),
 }
 
-fn attempt(ctx: &Ctx) -> Attempt {
+fn attempt(ctx: &Ctx, exchange: fn(&Ctx, TcpStream) -> Conn) -> Attempt {
     match TcpStream::connect_timeout(&ctx.addr, Duration::from_millis(500)) {
-        Ok(stream) => {
-            let mut conn = LineConn::from_stream(ctx, "new".into(), stream);
-            if conn.send(1) {
-                conn.until_answered();
-            }
-            Attempt::Accepted(conn.finish())
-        }
+        Ok(stream) => Attempt::Accepted(exchange(ctx, stream)),
         Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => Attempt::Refused,
         Err(_) => Attempt::TimedOut,
     }

@@ -5,6 +5,10 @@
 //! after the goodbye, requests that crossed it (reported, not failed), plus the exit
 //! code, the signal → exit time and the CPU both sides used.
 //!
+//! `--protocol http` brings an HTTP/1.1 zoo instead: keep-alive load and idle
+//! connections, a request in flight, a slow download and a slow upload; a response
+//! with `Connection: close` is the goodbye.
+//!
 //! Clients are plain threads with blocking sockets, one per connection (the load
 //! generator of `benches/` runs on `mio`, a dev-dependency the binary does not carry).
 
@@ -12,6 +16,10 @@
 mod clients;
 #[cfg(unix)]
 mod echo;
+#[cfg(unix)]
+mod http;
+#[cfg(unix)]
+mod http_conn;
 #[cfg(unix)]
 mod report;
 #[cfg(unix)]
@@ -33,12 +41,6 @@ pub fn run(_args: &ProbeArgs) -> u8 {
 
 #[cfg(unix)]
 pub fn run(args: &ProbeArgs) -> u8 {
-    use crate::cli::ProbeProtocol;
-
-    if args.protocol == ProbeProtocol::Http {
-        eprintln!("lameduck: probe --protocol http is not implemented yet; use echo");
-        return USAGE;
-    }
     let mut trials = Vec::new();
     for index in 0..args.trials {
         let trial = match run_trial(args) {
@@ -85,6 +87,7 @@ fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
     use std::thread;
     use std::time::{Duration, Instant};
 
+    use crate::cli::ProbeProtocol;
     use report::Trial;
 
     let started = Instant::now();
@@ -95,34 +98,25 @@ fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
     let ctx = Arc::new(clients::Ctx {
         addr: server.addr,
         template: args.expect_reply.clone(),
+        path: args.path.clone(),
         goodbye: (!args.goodbye.is_empty()).then(|| args.goodbye.clone().into_bytes()),
         signal_at: OnceLock::new(),
         signalled,
         server_gone,
         stop: Instant::now() + args.after + args.deadline + Duration::from_secs(60),
     });
-    let spawn_error = |err: std::io::Error| format!("cannot start a client thread: {err}");
-
-    // In a fixed order, each ready before the next; the flood first (it fills buffers
-    // fastest alone), the queued client last.
-    let mut running = vec![echo::never_reads(&ctx).map_err(spawn_error)?];
-    running.push(echo::load(&ctx, args.load).map_err(spawn_error)?);
-    running.push(echo::idle(&ctx).map_err(spawn_error)?);
-    running.push(echo::pipelined(&ctx).map_err(spawn_error)?);
-    let (flight, flight_arm) = echo::in_flight(&ctx).map_err(spawn_error)?;
-    running.push(flight);
-    running.push(echo::slowloris(&ctx).map_err(spawn_error)?);
-    let (half, half_arm) = echo::half_closed(&ctx).map_err(spawn_error)?;
-    running.push(half);
-    running.push(echo::queued(&ctx).map_err(spawn_error)?);
-    let new_connects = echo::new_connects(&ctx).map_err(spawn_error)?;
+    let (running, arms, new_connects) = match args.protocol {
+        ProbeProtocol::Echo => start_echo(&ctx, args.load),
+        ProbeProtocol::Http => start_http(&ctx, args.load),
+    }
+    .map_err(|err| format!("cannot start a client thread: {err}"))?;
 
     // The load runs for --after; then the last-moment clients act, then the signal.
     thread::sleep(args.after);
-    for arm in [&flight_arm, &half_arm] {
+    for arm in &arms {
         let _ = arm.go.send(());
     }
-    for arm in [&flight_arm, &half_arm] {
+    for arm in &arms {
         let _ = arm
             .armed
             .recv_deadline(Instant::now() + Duration::from_secs(10));
@@ -174,7 +168,10 @@ fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
     Ok(Trial {
         command: args.spawn.clone(),
         addr: server.addr.to_string(),
-        protocol: "echo",
+        protocol: match args.protocol {
+            ProbeProtocol::Echo => "echo",
+            ProbeProtocol::Http => "http",
+        },
         signal,
         rows,
         exit: exit_text,
@@ -188,4 +185,45 @@ fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
         server_cpu_s: exit.as_ref().and_then(|exit| exit.cpu_s),
         wall: started.elapsed(),
     })
+}
+
+/// The scenarios of a trial, running; the last-moment ones' arms; new-connects.
+#[cfg(unix)]
+type Zoo = (
+    Vec<echo::Running>,
+    Vec<echo::Arm>,
+    std::thread::JoinHandle<report::Row>,
+);
+
+/// The echo zoo, in a fixed order, each ready before the next; the flood first (it
+/// fills buffers fastest alone), the queued client last.
+#[cfg(unix)]
+fn start_echo(ctx: &std::sync::Arc<clients::Ctx>, load: u32) -> std::io::Result<Zoo> {
+    let mut running = vec![echo::never_reads(ctx)?];
+    running.push(echo::load(ctx, load)?);
+    running.push(echo::idle(ctx)?);
+    running.push(echo::pipelined(ctx)?);
+    let (flight, flight_arm) = echo::in_flight(ctx)?;
+    running.push(flight);
+    running.push(echo::slowloris(ctx)?);
+    let (half, half_arm) = echo::half_closed(ctx)?;
+    running.push(half);
+    running.push(echo::queued(ctx)?);
+    let new_connects = echo::new_connects(ctx, echo::exchange)?;
+    Ok((running, vec![flight_arm, half_arm], new_connects))
+}
+
+/// The HTTP zoo, in a fixed order: the slow download first (its buffers fill), the
+/// keep-alive load, the idle ones, then the two that act just before the signal.
+#[cfg(unix)]
+fn start_http(ctx: &std::sync::Arc<clients::Ctx>, load: u32) -> std::io::Result<Zoo> {
+    let mut running = vec![http::slow_download(ctx)?];
+    running.push(http::load(ctx, load)?);
+    running.push(http::idle(ctx)?);
+    let (flight, flight_arm) = http::in_flight(ctx)?;
+    running.push(flight);
+    let (upload, upload_arm) = http::slow_upload(ctx)?;
+    running.push(upload);
+    let new_connects = echo::new_connects(ctx, http::exchange)?;
+    Ok((running, vec![flight_arm, upload_arm], new_connects))
 }
