@@ -227,6 +227,15 @@ impl<'a> LineConn<'a> {
         Event::Reply
     }
 
+    /// Reads the complete lines already received: a goodbye that came in the same
+    /// segment as the last reply is seen before the next request goes out (as an
+    /// event-loop client, which reads all it has, sees it).
+    pub fn read_buffered(&mut self) {
+        while !self.ended && self.reader.buffer().contains(&b'\n') {
+            self.next();
+        }
+    }
+
     /// Reads whatever comes until the connection ends (or the hard stop).
     pub fn drain(&mut self) {
         while self.next() != Event::End {}

@@ -70,6 +70,7 @@ pub fn load(ctx: &Arc<Ctx>, conns: u32) -> io::Result<Running> {
                     break;
                 }
                 conn.until_answered();
+                conn.read_buffered();
             }
             (conn.finish(), Vec::new())
         })?);
@@ -120,6 +121,7 @@ pub fn pipelined(ctx: &Arc<Ctx>) -> io::Result<Running> {
                 break;
             }
             conn.until_answered();
+            conn.read_buffered();
         }
         (conn.finish(), Vec::new())
     })?;
