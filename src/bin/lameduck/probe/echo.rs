@@ -135,10 +135,29 @@ pub fn pipelined(ctx: &Arc<Ctx>) -> io::Result<Running> {
 
 /// A request written at the last moment before the signal.
 pub fn in_flight(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
+    armed(
+        ctx,
+        ("in-flight", "flight"),
+        "a request written just before the signal",
+        true,
+        |_conn| {},
+    )
+}
+
+/// A connection that has been answered once, then, when the probe arms it just
+/// before the signal, sends one more request and does `then` (the scenarios differ
+/// only there); the signal follows as soon as that request is out.
+fn armed(
+    ctx: &Arc<Ctx>,
+    (name, tag): (&'static str, &'static str),
+    what: &'static str,
+    goodbye_expected: bool,
+    then: fn(&mut LineConn<'_>),
+) -> io::Result<(Running, Arm)> {
     let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
     let (armed_tx, armed_rx) = crossbeam_channel::bounded::<()>(1);
-    let thread = spawn_conn(ctx, "in-flight", move |ctx, ready| {
-        let mut conn = match LineConn::connect(ctx, "flight".into()) {
+    let thread = spawn_conn(ctx, name, move |ctx, ready| {
+        let mut conn = match LineConn::connect(ctx, tag.into()) {
             Ok(conn) => conn,
             Err(rec) => return (rec, Vec::new()),
         };
@@ -147,14 +166,15 @@ pub fn in_flight(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
         let _ = ready.send(());
         let _ = go_rx.recv_deadline(ctx.stop);
         conn.send(1);
+        then(&mut conn);
         drop(armed_tx);
         (conn.finish(), Vec::new())
     })?;
     Ok((
         Running {
-            name: "in-flight",
-            what: "a request written just before the signal",
-            goodbye_expected: true,
+            name,
+            what,
+            goodbye_expected,
             threads: vec![thread],
         },
         Arm {
@@ -297,35 +317,16 @@ fn line_len(conn: &LineConn<'_>) -> usize {
 /// A client that writes a request and shuts down its sending side just before the
 /// signal: the reply must still come, then a FIN.
 pub fn half_closed(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
-    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
-    let (armed_tx, armed_rx) = crossbeam_channel::bounded::<()>(1);
-    let thread = spawn_conn(ctx, "half-closed", move |ctx, ready| {
-        let mut conn = match LineConn::connect(ctx, "half".into()) {
-            Ok(conn) => conn,
-            Err(rec) => return (rec, Vec::new()),
-        };
-        conn.send(1);
-        conn.until_answered();
-        let _ = ready.send(());
-        let _ = go_rx.recv_deadline(ctx.stop);
-        conn.send(1);
-        let _ = conn.stream().shutdown(Shutdown::Write);
-        drop(armed_tx);
-        (conn.finish(), Vec::new())
-    })?;
-    Ok((
-        Running {
-            name: "half-closed",
-            what: "a request, then the client's FIN, just before the signal",
-            // It said it was done: a server may answer and close without a goodbye.
-            goodbye_expected: false,
-            threads: vec![thread],
+    armed(
+        ctx,
+        ("half-closed", "half"),
+        "a request, then the client's FIN, just before the signal",
+        // It said it was done: a server may answer and close without a goodbye.
+        false,
+        |conn| {
+            let _ = conn.stream().shutdown(Shutdown::Write);
         },
-        Arm {
-            go: go_tx,
-            armed: armed_rx,
-        },
-    ))
+    )
 }
 
 /// The last connection before the signal, its request sent at once: behind a busy
