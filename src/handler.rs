@@ -40,7 +40,7 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// How long after its last reply a connection idle between requests is left
-    /// open once draining begins (SPEC §7.5), so that a request already on its way
+    /// open once draining begins, so that a request already on its way
     /// is answered (as the last one) instead of meeting a closed connection. The
     /// grace counts from the connection's last [`Connection::write_all`] (from its
     /// start, before the first); one whose grace has passed is dismissed at once. A drain lasts at most this much longer. Default zero: dismiss at once

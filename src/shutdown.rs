@@ -24,7 +24,7 @@ pub enum Reason {
     Trigger,
     /// A failure while serving, such as a supervised task that failed.
     Error,
-    /// A new process took over the listener (SPEC §7.4): this one drains and exits,
+    /// A new process took over the listener (an upgrade): this one drains and exits,
     /// leaving what waits in the shared backlog to its successor.
     Upgrade,
 }

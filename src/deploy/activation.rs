@@ -1,4 +1,4 @@
-//! Sockets inherited at start (SPEC §7.1): systemd's socket activation, and the
+//! Sockets inherited at start: systemd's socket activation, and the
 //! listener plus readiness channel an upgrading process hands to its successor.
 //!
 //! The protocol is systemd's: `LISTEN_FDS=n` descriptors from fd 3 on, addressed to

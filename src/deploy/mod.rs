@@ -1,4 +1,4 @@
-//! Deploys that drop nothing (SPEC §7): socket activation, systemd notifications, a
+//! Deploys that drop nothing: socket activation, systemd notifications, a
 //! pid file, and upgrades on SIGUSR2 that hand the listening socket to a new process.
 //!
 //! A restart that closes the listener and binds it again refuses every client that

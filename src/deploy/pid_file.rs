@@ -1,4 +1,4 @@
-//! The pid file (SPEC §7.3): written by the process that serves, once it is ready;
+//! The pid file: written by the process that serves, once it is ready;
 //! rewritten by its successor after an upgrade; removed at exit only by the process
 //! it names, so an old process on its way out never deletes its successor's file.
 

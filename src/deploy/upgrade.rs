@@ -1,4 +1,4 @@
-//! Upgrades on SIGUSR2 (SPEC §7.4): start the binary on disk with the same arguments,
+//! Upgrades on SIGUSR2: start the binary on disk with the same arguments,
 //! hand it the listening socket, wait for it to say it is ready, and only then drain.
 //!
 //! The new process gets the listener at fd 3 and one end of a Unix stream socket pair

@@ -1,4 +1,4 @@
-//! The echo line protocol of SPEC §4: `Echo: <line, trimmed>\r\n` for every line.
+//! The echo line protocol: `Echo: <line, trimmed>\r\n` for every line.
 //!
 //! Lines are framed on raw bytes, never decoded, so invalid UTF-8 is echoed like any
 //! other byte. Replies to every complete line in one read are batched into one write.
@@ -199,7 +199,7 @@ impl Default for Echo {
 }
 
 impl Echo {
-    /// Limits of SPEC §4: 64 KiB lines, 5 minutes idle, 10 seconds per line, the
+    /// The default limits: 64 KiB lines, 5 minutes idle, 10 seconds per line, the
     /// tutorial's goodbye.
     pub fn new() -> Echo {
         Echo {

@@ -251,13 +251,13 @@ impl Acceptor {
         let _ = self.refused.try_send(job.stream);
     }
 
-    /// SPEC §2.3.2: take what waits in the kernel's backlog (closing the listener
+    /// Stop accepting: take what waits in the kernel's backlog (closing the listener
     /// would reset it), close the listener, then hand every taken connection to the
     /// pool — blocking now is fine, as nothing new is accepted.
     ///
     /// After an upgrade (`take_backlog` false) the listening socket lives on in the
     /// new process: closing our descriptor resets nothing, and what waits in the
-    /// shared backlog is the new process's to serve (SPEC §7.4).
+    /// shared backlog is the new process's to serve.
     fn stop_accepting(mut self, take_backlog: bool) {
         self.context.draining.trigger();
         // At once, even before a join runs; the join loop passes again, to dismiss

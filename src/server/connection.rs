@@ -5,7 +5,7 @@
 //! and a write that makes no progress for the write timeout gives the connection up:
 //! a client that stops reading holds its worker for that long, not until a forced
 //! shutdown (see [`Connection::write_all`]). The close is
-//! the one of SPEC §2.3: shut down our write side (the client reads EOF after every
+//! the one a client needs to read every reply: shut down our write side (the client reads EOF after every
 //! reply), discard what it still sends for a bounded linger, then close. Closing a
 //! socket with unread input makes Linux send a reset, which can destroy replies the
 //! client has not read yet; the linger is what prevents it.
@@ -424,7 +424,8 @@ impl<'a> Connection<'a> {
         &self.stream
     }
 
-    /// The graceful close of SPEC §2.3. Returns true if the client closed its side
+    /// The graceful close: FIN, a bounded linger reading what the client still
+    /// sends, then close. Returns true if the client closed its side
     /// (or the linger ran out) without an error, i.e. it has read every reply.
     pub(crate) fn close_gracefully(mut self, linger: Duration) -> bool {
         if !self.write_closed && self.stream.shutdown(Direction::Write).is_err() {

@@ -45,7 +45,8 @@ pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Options of a server; every setter documents its default.
 // Not `Clone`: it may own a listening socket, and a second copy of that descriptor
-// would keep the socket listening after the server closed its own (SPEC §2.3.2).
+// would keep the socket listening after the server closed its own, and clients
+// connecting then would wait in a backlog nobody takes from.
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `start` is called"]
 pub struct ServerBuilder {
@@ -347,7 +348,7 @@ impl Error for StartError {
 pub struct Server;
 
 impl Server {
-    /// A builder with the defaults of SPEC §3.
+    /// A builder with the documented defaults (each setter states its own).
     pub fn builder() -> ServerBuilder {
         ServerBuilder::default()
     }
@@ -427,7 +428,8 @@ impl ServerHandle {
         self.shutdown.trigger();
     }
 
-    /// Blocks until the token is triggered, drains (SPEC §2.3) against the drain
+    /// Blocks until the token is triggered, drains (finishes requests in flight,
+    /// says goodbye, closes every connection gracefully) against the drain
     /// deadline, and reports. Past the deadline, or on a force (second signal),
     /// connections are force-closed, threads get a short grace, and the ones still
     /// running are detached and named in the log.
@@ -436,7 +438,7 @@ impl ServerHandle {
         let started = self.shutdown.triggered_at().unwrap_or_else(Instant::now);
         log::info!("draining: finishing requests in flight, then saying goodbye");
         // The readiness delay is part of the drain's time, not added to it: the
-        // drain timeout is what the operator's budget allows (SPEC §2.3.5).
+        // drain timeout is what the operator's budget allows.
         let deadline = crate::lifecycle::deadline_after(started, self.config.drain_timeout);
         let ServerHandle {
             shutdown,

@@ -13,7 +13,7 @@
 //! then discards. [`Registry::force_close`] shuts every registered socket down both
 //! ways, which wakes a worker blocked in any read or write immediately.
 //!
-//! **Keep-alive grace** (SPEC §7.5). A client whose last response has just gone out
+//! **Keep-alive grace**. A client whose last response has just gone out
 //! is, more often than not, already sending its next request: closing its connection
 //! the instant draining begins turns that request into a bare EOF. So an idle slot
 //! remembers when its connection last wrote, and a dismissal leaves it alone until

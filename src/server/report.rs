@@ -45,7 +45,7 @@ impl fmt::Display for Outcome {
     }
 }
 
-/// The process exit code SPEC §3 assigns to a shutdown: 130 if a second signal
+/// The process exit code of a shutdown: 130 if a second signal
 /// forced it, else 1 if a failure started it, else 124 if the deadline passed, else 0.
 pub fn exit_code(reason: Reason, outcome: Outcome) -> u8 {
     match (outcome, reason) {

@@ -220,7 +220,7 @@ fn within<T: PartialOrd + fmt::Debug>(
 
 impl Cli {
     /// Checks what clap's per-option parsers cannot: ranges that depend on other
-    /// options, and ranges of durations and sizes. One line per error (SPEC §3: exit 2).
+    /// options, and ranges of durations and sizes. One line per error; the caller exits 2.
     pub fn validate(&self) -> Result<(), String> {
         match &self.command {
             Command::Probe(args) => {

@@ -19,7 +19,7 @@ use lameduck::{logging, output, signals, Lifecycle, Reason, ServerBuilder, Shutd
 
 use cli::{Cli, Command, ServerArgs};
 
-/// Exit code for a failure before or while serving (SPEC §3).
+/// Exit code for a failure before or while serving (a bind error, a failed hook).
 const EXIT_FAILURE: u8 = 1;
 
 fn main() -> ExitCode {

@@ -1,4 +1,4 @@
-//! HTTP/1.1 over the server's pool (SPEC §5): the connection loop that reads
+//! HTTP/1.1 over the server's pool: the connection loop that reads
 //! requests, hands them to a [`Service`], writes responses and says goodbye.
 //!
 //! One worker serves one connection, so the loop is plain blocking code: read a head
@@ -10,17 +10,17 @@
 //! and each wait also ends at the deadline of the timeout that applies (header, body
 //! or idle), so timeouts fire on time whatever the tick.
 //!
-//! Draining (SPEC §2.3): a request whose head has arrived is finished; before the
+//! Draining: a request whose head has arrived is finished; before the
 //! last response goes out, one non-blocking read collects what the client already
 //! sent, every complete request in hand is answered, and the last response carries
 //! `Connection: close`. An idle keep-alive connection is dismissed by the server as
 //! soon as draining begins (an HTTP goodbye is just the close) — unless it is within
 //! its keep-alive grace. A request cut off by the goodbye (its head incomplete, or
-//! sent as the idle connection was dismissed) is left unanswered, as SPEC §2.3
-//! allows; the graceful close keeps it from becoming a reset, and a client retries it
+//! sent as the idle connection was dismissed) is left unanswered (it crossed the goodbye on the
+//! wire; no server can answer it); the graceful close keeps it from becoming a reset, and a client retries it
 //! elsewhere.
 //!
-//! **Keep-alive grace** (SPEC §7.5, [`Http::keepalive_grace`]). A closed-loop client
+//! **Keep-alive grace** ([`Http::keepalive_grace`]). A closed-loop client
 //! sends its next request the moment it has read a response, so when draining
 //! begins, the connections that look idle are mostly ones whose next request is
 //! already on the wire; closing them turns that request into a bare EOF, which a
@@ -399,7 +399,8 @@ impl<S: Service> Session<'_, S> {
             .filter(|end| Instant::now() < *end)
     }
 
-    /// The one non-blocking read of the goodbye (SPEC §2.3), at most once.
+    /// The one non-blocking read before the goodbye, at most once: it answers what
+    /// the client already sent without letting a chatty client hold the drain open.
     fn read_pending(&mut self, conn: &mut Connection) -> io::Result<()> {
         if self.read_pending_done {
             return Ok(());
