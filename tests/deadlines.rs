@@ -121,13 +121,15 @@ fn a_client_that_reads_slowly_is_not_given_up() {
     // Slow on purpose: at most 128 KiB (two of those steps) every 200 ms, for two
     // write timeouts, from a server that could write gigabytes a second.
     let slow_until = Instant::now() + write_timeout * 2;
+    // The reader's pace: one read a tick.
+    let pace = crossbeam_channel::tick(Duration::from_millis(200));
     while Instant::now() < slow_until {
         match reader.read(&mut chunk) {
             Ok(0) => panic!("EOF while reading slowly: given up\n{}", server.dump()),
             Ok(n) => received.extend_from_slice(&chunk[..n]),
             Err(err) => panic!("{err} while reading slowly: given up\n{}", server.dump()),
         }
-        thread::sleep(Duration::from_millis(200));
+        let _ = pace.recv();
     }
     // Then at full speed, until every line is answered. The writer says how many it
     // sent only once the server has read them all, which needs this reader: the short
@@ -237,9 +239,10 @@ fn the_line_clock_starts_at_each_line_s_first_byte() {
     let started = Instant::now();
     for i in 0..6 {
         client.send(format!("line {i} begins").as_bytes()).unwrap();
-        // Half a line timeout mid-line: slow, but each line is whole within its
-        // own timeout, while together they take longer than one.
-        thread::sleep(Duration::from_millis(500));
+        // Half a line timeout mid-line, during which a partial line gets no answer
+        // and is not cut: slow, but each line is whole within its own timeout, while
+        // together they take longer than one.
+        support::expect_silence(client.stream(), Duration::from_millis(500));
         client.send(b" and ends\n").unwrap();
         assert_eq!(
             client.expect_line(),

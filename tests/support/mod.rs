@@ -333,6 +333,33 @@ impl Drop for Process {
     }
 }
 
+/// Asserts the server sends nothing (no byte, no EOF) on `stream` for `quiet`: the
+/// wait ends early, and fails, at the first event. For tests whose client must stay
+/// idle for a while on purpose. The stream's read timeout is restored afterwards.
+#[track_caller]
+pub fn expect_silence(stream: &TcpStream, quiet: Duration) {
+    let usual = stream.read_timeout().expect("read timeout");
+    stream
+        .set_read_timeout(Some(quiet))
+        .expect("set read timeout");
+    let started = Instant::now();
+    let peeked = stream.peek(&mut [0u8; 1]);
+    stream
+        .set_read_timeout(usual)
+        .expect("restore read timeout");
+    match peeked {
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!(
+            "the server was to stay silent for {quiet:?}; after {:?}: {other:?}",
+            started.elapsed()
+        ),
+    }
+}
+
 /// Sends a real signal (`TERM`, `USR2`, ...) to a process by PID: one the test did
 /// not start itself, such as an upgrade's successor.
 pub fn kill(signal: &str, pid: u32) {
