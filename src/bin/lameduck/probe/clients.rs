@@ -57,6 +57,43 @@ pub enum Event {
 /// Longest one blocking read waits before it looks at the clock again.
 const READ_SLICE: Duration = Duration::from_millis(250);
 
+/// Connects to the server under test, or returns the record of a connection that
+/// never was.
+pub fn connect(ctx: &Ctx) -> Result<TcpStream, Conn> {
+    TcpStream::connect_timeout(&ctx.addr, Duration::from_secs(5)).map_err(|_| {
+        let mut rec = Conn::new();
+        rec.end = End::NoConnect;
+        rec.open_at_signal = false;
+        rec
+    })
+}
+
+/// What a scenario that works the same over either protocol needs of a connection.
+pub trait Exchange {
+    /// Writes `count` more requests; false once the connection is gone.
+    fn send(&mut self, count: u64) -> bool;
+    /// Reads until the outstanding requests are answered (or the connection ends).
+    fn until_answered(&mut self) -> Event;
+    fn stream(&self) -> &TcpStream;
+    /// Reads to the end and returns what the connection saw.
+    fn finish(self: Box<Self>) -> Conn;
+}
+
+impl Exchange for LineConn<'_> {
+    fn send(&mut self, count: u64) -> bool {
+        LineConn::send(self, count)
+    }
+    fn until_answered(&mut self) -> Event {
+        LineConn::until_answered(self)
+    }
+    fn stream(&self) -> &TcpStream {
+        LineConn::stream(self)
+    }
+    fn finish(self: Box<Self>) -> Conn {
+        LineConn::finish(*self)
+    }
+}
+
 /// A line-protocol connection and its record.
 pub struct LineConn<'a> {
     ctx: &'a Ctx,
@@ -71,15 +108,7 @@ pub struct LineConn<'a> {
 impl<'a> LineConn<'a> {
     /// Connects, or returns the record of a connection that never was.
     pub fn connect(ctx: &'a Ctx, id: String) -> Result<LineConn<'a>, Conn> {
-        match TcpStream::connect_timeout(&ctx.addr, Duration::from_secs(5)) {
-            Ok(stream) => Ok(LineConn::from_stream(ctx, id, stream)),
-            Err(_) => {
-                let mut rec = Conn::new();
-                rec.end = End::NoConnect;
-                rec.open_at_signal = false;
-                Err(rec)
-            }
-        }
+        connect(ctx).map(|stream| LineConn::from_stream(ctx, id, stream))
     }
 
     pub fn from_stream(ctx: &'a Ctx, id: String, stream: TcpStream) -> LineConn<'a> {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use super::clients::{Ctx, LineConn};
+use super::clients::{Ctx, Exchange, LineConn};
 use super::report::{Conn, Row};
 
 /// A scenario's threads: their records come back on join.
@@ -137,27 +137,32 @@ pub fn pipelined(ctx: &Arc<Ctx>) -> io::Result<Running> {
 pub fn in_flight(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
     armed(
         ctx,
-        ("in-flight", "flight"),
+        "in-flight",
         "a request written just before the signal",
         true,
+        |ctx| Ok(Box::new(LineConn::connect(ctx, "flight".into())?)),
         |_conn| {},
     )
 }
 
+/// Opens a connection of either protocol for [`armed`].
+pub type Open = for<'a> fn(&'a Ctx) -> Result<Box<dyn Exchange + 'a>, Conn>;
+
 /// A connection that has been answered once, then, when the probe arms it just
 /// before the signal, sends one more request and does `then` (the scenarios differ
 /// only there); the signal follows as soon as that request is out.
-fn armed(
+pub fn armed(
     ctx: &Arc<Ctx>,
-    (name, tag): (&'static str, &'static str),
+    name: &'static str,
     what: &'static str,
     goodbye_expected: bool,
-    then: fn(&mut LineConn<'_>),
+    open: Open,
+    then: fn(&mut dyn Exchange),
 ) -> io::Result<(Running, Arm)> {
     let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
     let (armed_tx, armed_rx) = crossbeam_channel::bounded::<()>(1);
     let thread = spawn_conn(ctx, name, move |ctx, ready| {
-        let mut conn = match LineConn::connect(ctx, tag.into()) {
+        let mut conn = match open(ctx) {
             Ok(conn) => conn,
             Err(rec) => return (rec, Vec::new()),
         };
@@ -166,7 +171,7 @@ fn armed(
         let _ = ready.send(());
         let _ = go_rx.recv_deadline(ctx.stop);
         conn.send(1);
-        then(&mut conn);
+        then(conn.as_mut());
         drop(armed_tx);
         (conn.finish(), Vec::new())
     })?;
@@ -319,10 +324,11 @@ fn line_len(conn: &LineConn<'_>) -> usize {
 pub fn half_closed(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
     armed(
         ctx,
-        ("half-closed", "half"),
+        "half-closed",
         "a request, then the client's FIN, just before the signal",
         // It said it was done: a server may answer and close without a goodbye.
         false,
+        |ctx| Ok(Box::new(LineConn::connect(ctx, "half".into())?)),
         |conn| {
             let _ = conn.stream().shutdown(Shutdown::Write);
         },

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::clients::{Ctx, Event};
-use super::echo::{spawn_conn, Arm, Running};
+use super::echo::{armed, spawn_conn, Arm, Running};
 use super::http_conn::HttpConn;
 use super::report::Conn;
 
@@ -81,33 +81,14 @@ pub fn idle(ctx: &Arc<Ctx>) -> io::Result<Running> {
 
 /// A `GET` written at the last moment before the signal: it must be answered.
 pub fn in_flight(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
-    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
-    let (armed_tx, armed_rx) = crossbeam_channel::bounded::<()>(1);
-    let thread = spawn_conn(ctx, "in-flight", move |ctx, ready| {
-        let mut conn = match HttpConn::connect(ctx) {
-            Ok(conn) => conn,
-            Err(rec) => return (rec, Vec::new()),
-        };
-        conn.send(1);
-        conn.until_answered();
-        let _ = ready.send(());
-        let _ = go_rx.recv_deadline(ctx.stop);
-        conn.send(1);
-        drop(armed_tx);
-        (conn.finish(), Vec::new())
-    })?;
-    Ok((
-        Running {
-            name: "in-flight",
-            what: "a GET written just before the signal",
-            goodbye_expected: false,
-            threads: vec![thread],
-        },
-        Arm {
-            go: go_tx,
-            armed: armed_rx,
-        },
-    ))
+    armed(
+        ctx,
+        "in-flight",
+        "a GET written just before the signal",
+        false,
+        |ctx| Ok(Box::new(HttpConn::connect(ctx)?)),
+        |_conn| {},
+    )
 }
 
 /// A slow download: batches of pipelined `GET`s whose responses are read a few

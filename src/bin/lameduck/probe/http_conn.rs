@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::clients::{Ctx, Event};
+use super::clients::{Ctx, Event, Exchange};
 use super::report::{Conn, End};
 
 /// Longest one blocking read waits before it looks at the clock again.
@@ -155,15 +155,7 @@ pub struct HttpConn<'a> {
 impl<'a> HttpConn<'a> {
     /// Connects, or returns the record of a connection that never was.
     pub fn connect(ctx: &'a Ctx) -> Result<HttpConn<'a>, Conn> {
-        match TcpStream::connect_timeout(&ctx.addr, Duration::from_secs(5)) {
-            Ok(stream) => Ok(HttpConn::from_stream(ctx, stream)),
-            Err(_) => {
-                let mut rec = Conn::new();
-                rec.end = End::NoConnect;
-                rec.open_at_signal = false;
-                Err(rec)
-            }
-        }
+        super::clients::connect(ctx).map(|stream| HttpConn::from_stream(ctx, stream))
     }
 
     pub fn from_stream(ctx: &'a Ctx, stream: TcpStream) -> HttpConn<'a> {
@@ -349,6 +341,21 @@ impl<'a> HttpConn<'a> {
     pub fn finish(mut self) -> Conn {
         while self.next() != Event::End {}
         self.rec
+    }
+}
+
+impl Exchange for HttpConn<'_> {
+    fn send(&mut self, count: u64) -> bool {
+        HttpConn::send(self, count)
+    }
+    fn until_answered(&mut self) -> Event {
+        HttpConn::until_answered(self)
+    }
+    fn stream(&self) -> &TcpStream {
+        HttpConn::stream(self)
+    }
+    fn finish(self: Box<Self>) -> Conn {
+        HttpConn::finish(*self)
     }
 }
 
