@@ -262,13 +262,7 @@ fn a_stdout_closed_after_listening_on_costs_only_the_report() {
     let mut client = Client::connect(addr);
     client.send(b"still serving\n").unwrap();
     assert_eq!(client.expect_line(), "Echo: still serving\r\n");
-    server.signal("TERM");
-    let (rest, end) = client.rest();
-    assert_eq!(
-        (String::from_utf8_lossy(&rest).as_ref(), end),
-        (GOODBYE, End::Eof)
-    );
-    drop(client);
+    terminate_and_expect_goodbye(&server, client);
 
     let (status, _) = server.wait_exit();
     let stderr = server.stderr.as_ref().expect("stderr is read");
@@ -316,14 +310,7 @@ fn a_stderr_nobody_reads_never_delays_serving_or_the_shutdown() {
         );
     }
 
-    let signalled = Instant::now();
-    server.signal("TERM");
-    let (rest, end) = served.rest();
-    assert_eq!(
-        (String::from_utf8_lossy(&rest).as_ref(), end),
-        (GOODBYE, End::Eof)
-    );
-    drop(served);
+    let signalled = terminate_and_expect_goodbye(&server, served);
     let report = stdout.next("the report");
     let (status, _) = server.wait_exit();
     let took = signalled.elapsed();
@@ -355,14 +342,7 @@ fn a_full_stdout_never_delays_the_shutdown() {
     let mut client = Client::connect(addr);
     client.send(b"hello\n").unwrap();
     assert_eq!(client.expect_line(), "Echo: hello\r\n");
-    let signalled = Instant::now();
-    server.signal("TERM");
-    let (rest, end) = client.rest();
-    assert_eq!(
-        (String::from_utf8_lossy(&rest).as_ref(), end),
-        (GOODBYE, End::Eof)
-    );
-    drop(client);
+    let signalled = terminate_and_expect_goodbye(&server, client);
     let (status, _) = server.wait_exit();
     let took = signalled.elapsed();
     let stderr = server.stderr.as_ref().expect("stderr is read");
@@ -419,13 +399,7 @@ fn a_full_stdout_at_start_delays_only_the_listening_line() {
         .unwrap_or_else(|_| panic!("`listening on` never came:\n{}", server.stderr_text()));
     assert_eq!(first, format!("listening on {addr}"));
 
-    server.signal("TERM");
-    let (rest, end) = client.rest();
-    assert_eq!(
-        (String::from_utf8_lossy(&rest).as_ref(), end),
-        (GOODBYE, End::Eof)
-    );
-    drop(client);
+    terminate_and_expect_goodbye(&server, client);
     let report = lines
         .recv_timeout(PATIENCE)
         .unwrap_or_else(|_| panic!("no report:\n{}", server.stderr_text()));
@@ -494,4 +468,17 @@ fn assert_within_budget(took: Duration) {
         took <= BUDGET + STDIO_BOUND,
         "SIGTERM → exit took {took:?}, over the budget {BUDGET:?} + {STDIO_BOUND:?}"
     );
+}
+
+/// SIGTERM, then the client's goodbye and a clean EOF; returns when the signal went.
+#[track_caller]
+fn terminate_and_expect_goodbye(server: &Spawned, mut client: Client) -> Instant {
+    let signalled = Instant::now();
+    server.signal("TERM");
+    let (rest, end) = client.rest();
+    assert_eq!(
+        (String::from_utf8_lossy(&rest).as_ref(), end),
+        (GOODBYE, End::Eof)
+    );
+    signalled
 }
