@@ -51,7 +51,14 @@ fn faulty(fault: &str, extra: &str) -> String {
 
 #[track_caller]
 fn expect_flagged(fault: &str, extra: &str, scenario: &str, why: &str) {
-    let (code, lines, process) = probe(&faulty(fault, extra), &[]);
+    expect_flagged_with(&faulty(fault, extra), &[], fault, scenario, why);
+}
+
+/// The probe, run with `args` against `server`, exits 1 and its row `scenario`
+/// names the problem `why`.
+#[track_caller]
+fn expect_flagged_with(server: &str, args: &[&str], fault: &str, scenario: &str, why: &str) {
+    let (code, lines, process) = probe(server, args);
     let text = lines.join("\n");
     assert_eq!(code, Some(1), "{text}\n{}", process.dump());
     let row = row(&lines, scenario);
@@ -198,14 +205,8 @@ fn the_faulty_http_server_without_faults_is_clean() {
 
 #[track_caller]
 fn expect_http_flagged(fault: &str, scenario: &str, why: &str) {
-    let (code, lines, process) = probe(&faulty(fault, "--http"), &["--protocol", "http"]);
-    let text = lines.join("\n");
-    assert_eq!(code, Some(1), "{text}\n{}", process.dump());
-    let row = row(&lines, scenario);
-    assert!(
-        row.contains("PROBLEM") && row.contains(why),
-        "fault {fault}: row {scenario} should say {why:?}:\n{text}"
-    );
+    let server = faulty(fault, "--http");
+    expect_flagged_with(&server, &["--protocol", "http"], fault, scenario, why);
 }
 
 #[test]
