@@ -221,12 +221,7 @@ impl Process {
 
     /// Sends a real signal by PID (`TERM`, `INT`, `HUP`, ...).
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} {} failed", self.pid());
+        kill(name, self.pid);
     }
 
     /// Reads stdout to its end (the process closing it), waits for the exit, then for
