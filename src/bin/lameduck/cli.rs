@@ -361,9 +361,9 @@ pub struct HttpArgs {
     #[arg(long, default_value = "16KiB", value_parser = parse_size)]
     pub max_head_bytes: usize,
 
-    /// On shutdown, keep a keep-alive connection whose last response went out less
-    /// than this long ago open until this long after it, so a request already on its
-    /// way is answered (with `Connection: close`) instead of meeting a closed socket;
+    /// On shutdown, keep a connection whose last response went out (or that
+    /// connected) less than this long ago open until this long after it, so a request
+    /// already on its way is answered (with `Connection: close`) instead of meeting a closed socket;
     /// connections idle for longer close at once. Lengthens a drain by at most this;
     /// 0s turns it off.
     #[arg(long, default_value = "100ms", value_parser = parse_duration)]
