@@ -63,7 +63,7 @@ use crate::server::ServerHandle;
 use crate::shutdown::{Reason, Shutdown};
 use pid_file::PidFile;
 
-/// Default of [`Deploy::upgrade_on_sigusr2`]'s timeout in the binary.
+/// The upgrade timeout `lameduck` and the examples use (`--upgrade-timeout`).
 pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Extra time asked of the service manager beyond the shutdown budget, for the

@@ -475,6 +475,10 @@ mod tests {
         };
         assert_eq!(args.server.write_timeout, lameduck::DEFAULT_WRITE_TIMEOUT);
         assert_eq!(
+            args.server.upgrade_timeout,
+            lameduck::deploy::DEFAULT_UPGRADE_TIMEOUT
+        );
+        assert_eq!(
             args.line_timeout,
             lameduck::protocol::echo::DEFAULT_LINE_TIMEOUT
         );
