@@ -82,9 +82,9 @@ struct ReadmeDoctests;
 pub use handler::Handler;
 pub use lifecycle::{DrainSummary, Lifecycle, StartupError};
 pub use server::{
-    exit_code, Connection, Outcome, Received, Report, Server, ServerBuilder, ServerHandle,
-    StartError, DEFAULT_WRITE_TIMEOUT,
+    Connection, Received, Report, Server, ServerBuilder, ServerHandle, StartError,
+    DEFAULT_WRITE_TIMEOUT,
 };
-pub use shutdown::{Reason, Shutdown};
+pub use shutdown::{exit_code, Outcome, Reason, Shutdown};
 pub use signals::SignalError;
 pub use supervisor::{BoxError, OnFailure, SpawnError, TaskGroup, TaskReport, TaskResult};

@@ -28,9 +28,8 @@ use std::error::Error;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-pub use crate::server::Outcome;
 use crate::server::ServerHandle;
-use crate::shutdown::{Reason, Shutdown};
+use crate::shutdown::{Outcome, Reason, Shutdown};
 use crate::supervisor::{self, BoxError, SpawnError, TaskGroup, TaskReport};
 
 mod report;

@@ -4,9 +4,8 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::Outcome;
 use crate::server;
-use crate::shutdown::Reason;
+use crate::shutdown::{exit_code, Outcome, Reason};
 use crate::supervisor::{TaskOutcome, TaskReport};
 
 /// What the `drain` closure of [`Lifecycle::run_with`](super::Lifecycle::run_with) reports: the connection counts of
@@ -174,13 +173,13 @@ impl Report {
             .count()
     }
 
-    /// The process exit code (see [`server::exit_code`]), and 1 when a resource
+    /// The process exit code (see [`exit_code`]), and 1 when a resource
     /// failed to close (returned an error or panicked) unless the shutdown was forced:
     /// a database that was not flushed is an error the operator must see, not a
     /// clean stop. (A close that hung is detached and already makes the outcome
     /// `deadline`.)
     pub fn exit_code(&self) -> u8 {
-        let code = server::exit_code(self.reason, self.outcome);
+        let code = exit_code(self.reason, self.outcome);
         let close_failed = self.resources.iter().any(|step| {
             matches!(
                 step.outcome,

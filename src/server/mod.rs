@@ -30,10 +30,10 @@ use crossbeam_channel::Receiver;
 pub use connection::{Connection, Received};
 pub(crate) use listener::bind;
 pub(crate) use report::BacklogLeft;
-pub use report::{exit_code, Outcome, Report};
+pub use report::Report;
 
 use crate::handler::Handler;
-use crate::shutdown::{Reason, Shutdown};
+use crate::shutdown::{Outcome, Reason, Shutdown};
 use crew::{Crew, JoinEnd};
 use pool::{Job, PoolContext};
 use report::Stats;

@@ -7,6 +7,10 @@
 //!
 //! The token has a second stage, [`Shutdown::force`]: "stop waiting, abandon what is
 //! left". A second signal or a passed drain deadline forces; forcing also triggers.
+//!
+//! How a shutdown ended ([`Outcome`]) and the exit code it leads to ([`exit_code`])
+//! live here too: they are the whole process's, read by the server's report and the
+//! lifecycle's alike.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -14,6 +18,10 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
+
+mod outcome;
+
+pub use outcome::{exit_code, Outcome};
 
 /// What started a shutdown; printed as `reason=` in the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
