@@ -73,6 +73,7 @@ pub mod server;
 pub mod shutdown;
 pub mod signals;
 pub mod supervisor;
+mod threads;
 
 /// The README's code compiles: its library example is checked as a doc test.
 #[cfg(doctest)]

@@ -31,6 +31,7 @@ use std::time::{Duration, Instant};
 use crate::server::ServerHandle;
 use crate::shutdown::{Outcome, Reason, Shutdown};
 use crate::supervisor::{self, BoxError, SpawnError, TaskGroup, TaskReport};
+use crate::threads::deadline_after;
 
 mod report;
 mod steps;
@@ -42,15 +43,6 @@ use steps::{run_steps, step, Step};
 
 /// Default overall shutdown budget: Kubernetes' default grace period.
 pub const DEFAULT_BUDGET: Duration = Duration::from_secs(30);
-
-/// `from + after`, saturating instead of panicking when a huge budget or timeout (user
-/// input) would overflow `Instant`: a deadline a century away is as good as none.
-pub(crate) fn deadline_after(from: Instant, after: Duration) -> Instant {
-    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    from.checked_add(after)
-        .or_else(|| from.checked_add(CENTURY))
-        .unwrap_or(from)
-}
 
 /// A startup hook failed. The resources registered before it have been closed in
 /// reverse order (see [`StartupError::undone`]); the application should exit 1.
@@ -237,7 +229,7 @@ impl Lifecycle {
                 let began = Instant::now();
                 let tasks = self
                     .tasks
-                    .join_until(deadline_after(began, self.drain_timeout()), true);
+                    .join_until(deadline_after(began, self.drain_timeout()));
                 let undone = self.close_resources(deadline_after(began, self.budget));
                 Err(StartupError {
                     hook: name.to_owned(),
@@ -343,7 +335,7 @@ impl Lifecycle {
         let drain_summary = drain(drain_deadline);
         let drain_done = Instant::now();
 
-        let tasks = self.tasks.join_until(drain_deadline, true);
+        let tasks = self.tasks.join_until(drain_deadline);
         let tasks_done = Instant::now();
         if tasks.detached() > 0 && !self.resources.is_empty() {
             log::warn!(

@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{deadline_after, StepRecord};
-use crate::supervisor::{self, TaskOutcome};
+use super::StepRecord;
+use crate::threads::{self, deadline_after, TaskOutcome, TaskResult};
 
 /// A cleanup step that starts after the budget is spent still gets this long (or its
 /// own timeout, if shorter). Closing the database is worth overrunning the budget by a
@@ -15,7 +15,7 @@ const LAST_CHANCE: Duration = Duration::from_millis(25);
 pub(super) struct Step {
     pub(super) name: String,
     timeout: Duration,
-    body: Box<dyn FnOnce() -> supervisor::TaskResult + Send>,
+    body: Box<dyn FnOnce() -> TaskResult + Send>,
 }
 
 impl Step {
@@ -28,7 +28,7 @@ impl Step {
         let deadline = own.min(limit).max(floor);
         let thread_name = format!("{kind}:{}", self.name);
         log::debug!("running {thread_name}");
-        let outcome = supervisor::run_bounded(thread_name.clone(), deadline, self.body);
+        let outcome = threads::run_bounded(thread_name.clone(), deadline, self.body);
         match &outcome {
             TaskOutcome::Finished => {}
             TaskOutcome::Detached => log::warn!(
@@ -54,7 +54,7 @@ pub(super) fn run_steps(steps: Vec<Step>, kind: &str, limit: Instant) -> Vec<Ste
 
 pub(super) fn step<F>(name: impl Into<String>, timeout: Duration, body: F) -> Step
 where
-    F: FnOnce() -> supervisor::TaskResult + Send + 'static,
+    F: FnOnce() -> TaskResult + Send + 'static,
 {
     Step {
         name: name.into(),

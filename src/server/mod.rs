@@ -11,7 +11,6 @@ mod acceptor;
 mod backlog;
 mod busy;
 mod connection;
-mod crew;
 mod listener;
 mod pool;
 mod registry;
@@ -34,7 +33,7 @@ pub use report::Report;
 
 use crate::handler::Handler;
 use crate::shutdown::{Outcome, Reason, Shutdown};
-use crew::{Crew, JoinEnd};
+use crate::threads::{deadline_after, Crew, JoinEnd, TaskOutcome};
 use pool::{Job, PoolContext};
 use report::Stats;
 
@@ -256,15 +255,18 @@ impl ServerBuilder {
             let name = format!("lameduck-worker-{id}");
             let jobs = jobs_rx.clone();
             let context = Arc::clone(&context);
-            crew.spawn(name.clone(), self.stack_size, move || {
+            spawn_thread(&mut crew, name.clone(), self.stack_size, move || {
                 pool::work(id, jobs, context)
             })
             .map_err(|err| fail(spawn_error(&name, err)))?;
         }
         let linger = self.linger;
-        crew.spawn("lameduck-refuser".into(), self.stack_size, move || {
-            busy::refuse(refused_rx, busy_reply, linger, freed_tx)
-        })
+        spawn_thread(
+            &mut crew,
+            "lameduck-refuser".into(),
+            self.stack_size,
+            move || busy::refuse(refused_rx, busy_reply, linger, freed_tx),
+        )
         .map_err(|err| fail(spawn_error("lameduck-refuser", err)))?;
         let probe = backlog::BacklogProbe::new(&listener);
         let listener = Arc::new(listener);
@@ -282,8 +284,10 @@ impl ServerBuilder {
             failures: accept::FailureLog::default(),
             held: None,
         };
-        crew.spawn("lameduck-acceptor".into(), None, move || acceptor.run())
-            .map_err(|err| fail(spawn_error("lameduck-acceptor", err)))?;
+        spawn_thread(&mut crew, "lameduck-acceptor".into(), None, move || {
+            acceptor.run()
+        })
+        .map_err(|err| fail(spawn_error("lameduck-acceptor", err)))?;
         log::info!(
             "serving on {local_addr} with {} workers, queue {}, tick {:?}",
             self.workers,
@@ -302,6 +306,27 @@ impl ServerBuilder {
             config: self,
         })
     }
+}
+
+/// Starts one of the server's threads in `crew`. Its body returns nothing: a
+/// server thread's only failure is a panic, logged as it happens.
+fn spawn_thread<F>(
+    crew: &mut Crew,
+    name: String,
+    stack_size: Option<usize>,
+    body: F,
+) -> io::Result<()>
+where
+    F: FnOnce() + Send + 'static,
+{
+    let thread = name.clone();
+    let body = move || {
+        body();
+        Ok(())
+    };
+    crew.spawn(name, stack_size, body, move |outcome: &TaskOutcome| {
+        log::error!("thread {thread} {outcome}");
+    })
 }
 
 /// Why a server could not start.
@@ -439,7 +464,7 @@ impl ServerHandle {
         log::info!("draining: finishing requests in flight, then saying goodbye");
         // The readiness delay is part of the drain's time, not added to it: the
         // drain timeout is what the operator's budget allows.
-        let deadline = crate::lifecycle::deadline_after(started, self.config.drain_timeout);
+        let deadline = deadline_after(started, self.config.drain_timeout);
         let ServerHandle {
             shutdown,
             draining,

@@ -18,7 +18,7 @@ use super::registry::Registry;
 use super::report::Stats;
 use crate::handler::Handler;
 use crate::shutdown::Shutdown;
-use crate::supervisor::panic_message;
+use crate::threads::panic_message;
 
 /// An accepted connection waiting for a worker.
 #[derive(Debug)]

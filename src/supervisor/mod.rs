@@ -7,7 +7,8 @@
 //! token and is expected to return soon after it fires. What the group guarantees is the
 //! other half: [`TaskGroup::join`] never waits past its deadline. Each thread holds a
 //! "done" guard that reports on a channel when the thread ends — normally, with an
-//! error, or by panic — and the joiner waits on that channel with `recv_deadline`. Tasks
+//! error, or by panic — and the joiner waits on that channel with a deadline (the
+//! crate's one deadline join, shared with the server's threads). Tasks
 //! still running at the deadline are detached, named in the log and in the
 //! [`TaskReport`].
 //!
@@ -15,29 +16,18 @@
 //! with it ([`OnFailure::ShutdownAll`], the default: the token is triggered with
 //! [`Reason::Error`]) or only be reported ([`OnFailure::Report`]).
 
-use std::any::Any;
-use std::error::Error;
 use std::fmt;
-use std::io;
-use std::panic::{self, AssertUnwindSafe};
-use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
-use crossbeam_channel::{Receiver, Sender};
-
 use crate::shutdown::{Reason, Shutdown};
+use crate::threads::{Crew, JoinEnd};
 
 mod report;
 #[cfg(test)]
 mod tests;
 
-pub use report::{TaskOutcome, TaskRecord, TaskReport};
-
-/// The error type of tasks and hooks: any error that can cross threads.
-pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
-
-/// What a task or hook returns. `?` converts most errors into it.
-pub type TaskResult = Result<(), BoxError>;
+pub use crate::threads::{BoxError, SpawnError, TaskOutcome, TaskResult};
+pub use report::{TaskRecord, TaskReport};
 
 /// What a task's failure (an error returned, or a panic) does to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -49,163 +39,6 @@ pub enum OnFailure {
     ShutdownAll,
     /// Only log the failure and report it when the group is joined.
     Report,
-}
-
-/// A task thread could not be started.
-#[derive(Debug)]
-pub struct SpawnError {
-    task: String,
-    source: io::Error,
-}
-
-impl SpawnError {
-    /// The name of the task that could not be started.
-    pub fn task(&self) -> &str {
-        &self.task
-    }
-}
-
-impl fmt::Display for SpawnError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "cannot start a thread for task `{}`", self.task)
-    }
-}
-
-impl Error for SpawnError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        Some(&self.source)
-    }
-}
-
-/// Sent by a task thread as it ends; `index` is its position in the group.
-pub(crate) struct Done {
-    pub(crate) index: usize,
-    pub(crate) outcome: TaskOutcome,
-}
-
-/// Reports the end of a thread when dropped, so the joiner hears about every end —
-/// including a panic that escapes `catch_unwind` (a panic payload whose own `Drop`
-/// panics), which leaves `outcome` unset.
-struct DoneGuard {
-    index: usize,
-    outcome: Option<TaskOutcome>,
-    done: Sender<Done>,
-}
-
-impl Drop for DoneGuard {
-    fn drop(&mut self) {
-        let outcome = self
-            .outcome
-            .take()
-            .unwrap_or_else(|| TaskOutcome::Panicked("panicked outside the task body".to_owned()));
-        // The joiner may have given up and dropped the receiver; nobody to tell then.
-        let _ = self.done.send(Done {
-            index: self.index,
-            outcome,
-        });
-    }
-}
-
-/// The text of a panic, as `std` prints it, for the payloads `panic!` produces.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> &str {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        message
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message
-    } else {
-        "non-string panic payload"
-    }
-}
-
-/// Starts `body` on a thread called `thread_name` (with `stack_size`, or the platform's
-/// default) that reports its end on `done`. `on_failure` runs on that thread before
-/// the end is reported, so whatever it does (trigger the shutdown) has happened by the
-/// time the joiner hears of the failure. The server's threads are started through it
-/// too (see `server::crew`).
-pub(crate) fn spawn_reporting<B, F>(
-    thread_name: String,
-    stack_size: Option<usize>,
-    index: usize,
-    done: Sender<Done>,
-    body: B,
-    on_failure: F,
-) -> io::Result<JoinHandle<()>>
-where
-    B: FnOnce() -> TaskResult + Send + 'static,
-    F: FnOnce(&TaskOutcome) + Send + 'static,
-{
-    let mut builder = thread::Builder::new().name(thread_name);
-    if let Some(size) = stack_size {
-        builder = builder.stack_size(size);
-    }
-    builder.spawn(move || {
-        let mut guard = DoneGuard {
-            index,
-            outcome: None,
-            done,
-        };
-        // AssertUnwindSafe is sound here: the closure is moved into this call and
-        // consumed by it, so nothing of it can be observed in a broken state after a
-        // panic. We only read the payload. State the task shares with other threads
-        // (Arc<Mutex<..>>) is protected by std's lock poisoning, as for any thread
-        // that panics; the group itself shares nothing with the task.
-        let outcome = match panic::catch_unwind(AssertUnwindSafe(body)) {
-            Ok(Ok(())) => TaskOutcome::Finished,
-            Ok(Err(err)) => TaskOutcome::Failed(err),
-            Err(payload) => TaskOutcome::Panicked(panic_message(payload.as_ref()).to_owned()),
-        };
-        if outcome.is_failure() {
-            on_failure(&outcome);
-        }
-        guard.outcome = Some(outcome);
-    })
-}
-
-/// Runs `body` on a thread named `thread_name` and waits for it until `deadline`.
-/// A body still running then is detached ([`TaskOutcome::Detached`]); a thread that
-/// cannot be started is reported as [`TaskOutcome::Failed`]. The lifecycle bounds its
-/// hooks and resource closes with this.
-pub(crate) fn run_bounded<B>(thread_name: String, deadline: Instant, body: B) -> TaskOutcome
-where
-    B: FnOnce() -> TaskResult + Send + 'static,
-{
-    let (done_tx, done_rx) = crossbeam_channel::bounded(1);
-    let handle = match spawn_reporting(thread_name.clone(), None, 0, done_tx, body, |_| {}) {
-        Ok(handle) => handle,
-        Err(source) => {
-            return TaskOutcome::Failed(Box::new(SpawnError {
-                task: thread_name,
-                source,
-            }))
-        }
-    };
-    match done_rx.recv_deadline(deadline) {
-        Ok(done) => {
-            reap(handle);
-            done.outcome
-        }
-        // Disconnected cannot happen (the guard always sends before dropping the
-        // sender); treat it like a timeout rather than trust a thread we did not see end.
-        Err(_) => {
-            log::warn!("thread `{thread_name}` still running at its deadline: detached");
-            TaskOutcome::Detached
-        }
-    }
-}
-
-/// Joins a thread that has reported its end. Its done guard has already sent, so only
-/// the return of the closure is left; `is_finished` keeps this from ever blocking, and a
-/// thread caught in those last instructions is simply left to end on its own.
-pub(crate) fn reap(handle: JoinHandle<()>) {
-    if handle.is_finished() {
-        // Err would mean a panic in the done guard's own drop; already reported.
-        let _ = handle.join();
-    }
-}
-
-struct Entry {
-    name: String,
-    handle: JoinHandle<()>,
 }
 
 /// A group of named background threads stopped by one shutdown token and joined
@@ -233,9 +66,7 @@ struct Entry {
 #[must_use = "a task group must be joined, or its threads are detached unreported"]
 pub struct TaskGroup {
     shutdown: Shutdown,
-    entries: Vec<Entry>,
-    done_tx: Sender<Done>,
-    done_rx: Receiver<Done>,
+    crew: Crew,
 }
 
 impl fmt::Debug for TaskGroup {
@@ -250,12 +81,9 @@ impl fmt::Debug for TaskGroup {
 impl TaskGroup {
     /// An empty group whose tasks will receive clones of `shutdown`.
     pub fn new(shutdown: &Shutdown) -> TaskGroup {
-        let (done_tx, done_rx) = crossbeam_channel::unbounded();
         TaskGroup {
             shutdown: shutdown.clone(),
-            entries: Vec::new(),
-            done_tx,
-            done_rx,
+            crew: Crew::with_prefix("task:"),
         }
     }
 
@@ -266,20 +94,17 @@ impl TaskGroup {
 
     /// Number of tasks spawned and not yet joined.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.crew.len()
     }
 
     /// True if no task has been spawned (or all have been joined).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.crew.len() == 0
     }
 
     /// Names of the tasks spawned and not yet joined, in spawn order.
     pub fn names(&self) -> Vec<&str> {
-        self.entries
-            .iter()
-            .map(|entry| entry.name.as_str())
-            .collect()
+        self.crew.names()
     }
 
     /// Starts `task` on a thread named `task:<name>` with a clone of the token. A
@@ -313,7 +138,6 @@ impl TaskGroup {
         F: FnOnce(Shutdown) -> TaskResult + Send + 'static,
     {
         let name = name.into();
-        let index = self.entries.len();
         let token = self.shutdown.clone();
         let for_failure = self.shutdown.clone();
         let task_name = name.clone();
@@ -329,20 +153,12 @@ impl TaskGroup {
             OnFailure::Report => log::error!("task `{task_name}` {outcome}"),
         };
         let body = move || task(token);
-        match spawn_reporting(
-            format!("task:{name}"),
-            None,
-            index,
-            self.done_tx.clone(),
-            body,
-            react,
-        ) {
-            Ok(handle) => {
+        match self.crew.spawn(name.clone(), None, body, react) {
+            Ok(()) => {
                 log::debug!("task `{name}` started");
-                self.entries.push(Entry { name, handle });
                 Ok(())
             }
-            Err(source) => Err(SpawnError { task: name, source }),
+            Err(source) => Err(SpawnError::new(name, source)),
         }
     }
 
@@ -350,7 +166,7 @@ impl TaskGroup {
     /// then [joins](TaskGroup::join) the tasks against `deadline`.
     pub fn stop(mut self, deadline: Instant) -> TaskReport {
         self.shutdown.trigger();
-        self.join_until(deadline, true)
+        self.join_until(deadline)
     }
 
     /// Waits until every task has ended, the `deadline` passes, or the shutdown is
@@ -358,75 +174,32 @@ impl TaskGroup {
     /// trigger the shutdown itself (see [`TaskGroup::stop`]). Tasks still running are
     /// detached and named in the log.
     pub fn join(mut self, deadline: Instant) -> TaskReport {
-        self.join_until(deadline, true)
+        self.join_until(deadline)
     }
 
-    /// The join behind [`TaskGroup::join`]; `abort_on_force` lets a forced shutdown
-    /// end the wait early.
-    pub(crate) fn join_until(&mut self, deadline: Instant, abort_on_force: bool) -> TaskReport {
+    /// The join behind [`TaskGroup::join`], on a borrowed group (the lifecycle keeps
+    /// its group); the group is empty afterwards.
+    pub(crate) fn join_until(&mut self, deadline: Instant) -> TaskReport {
         let started = Instant::now();
-        let entries = std::mem::take(&mut self.entries);
-        let mut outcomes: Vec<Option<TaskOutcome>> = entries.iter().map(|_| None).collect();
-        let mut pending = entries.len();
-        let forced = if abort_on_force {
-            self.shutdown.forced()
-        } else {
-            crossbeam_channel::never()
-        };
-        let timeout = crossbeam_channel::at(deadline);
-        let mut aborted_by_force = false;
-        while pending > 0 {
-            crossbeam_channel::select! {
-                recv(self.done_rx) -> done => match done {
-                    Ok(done) => {
-                        if let Some(slot) = outcomes.get_mut(done.index) {
-                            if slot.is_none() {
-                                pending -= 1;
-                            }
-                            *slot = Some(done.outcome);
-                        }
-                    }
-                    // We hold a sender ourselves, so this cannot disconnect.
-                    Err(_) => break,
-                },
-                recv(forced) -> _ => {
-                    log::warn!("shutdown forced: no longer waiting for {pending} task(s)");
-                    aborted_by_force = true;
-                    break;
-                }
-                recv(timeout) -> _ => break,
-            }
+        let mut crew = std::mem::replace(&mut self.crew, Crew::with_prefix("task:"));
+        let end = crew.join_until(deadline, &self.shutdown.forced());
+        let aborted_by_force = end == JoinEnd::Aborted;
+        if aborted_by_force {
+            log::warn!(
+                "shutdown forced: no longer waiting for {} task(s)",
+                crew.alive()
+            );
         }
-        // Ends reported just as the wait stopped still count: collect what is queued.
-        while let Ok(done) = self.done_rx.try_recv() {
-            if let Some(slot) = outcomes.get_mut(done.index) {
-                *slot = Some(done.outcome);
-            }
-        }
-        let tasks = entries
+        let tasks = crew
+            .finish()
             .into_iter()
-            .zip(outcomes)
-            .map(|(entry, outcome)| {
-                let outcome = match outcome {
-                    Some(outcome) => {
-                        reap(entry.handle);
-                        outcome
-                    }
-                    None => {
-                        log::warn!(
-                            "task `{}` (thread task:{}) still running at the deadline: detached",
-                            entry.name,
-                            entry.name
-                        );
-                        // Dropping the handle detaches the thread.
-                        drop(entry.handle);
-                        TaskOutcome::Detached
-                    }
-                };
-                TaskRecord {
-                    name: entry.name,
-                    outcome,
+            .map(|(name, outcome)| {
+                if matches!(outcome, TaskOutcome::Detached) {
+                    log::warn!(
+                        "task `{name}` (thread task:{name}) still running at the deadline: detached"
+                    );
                 }
+                TaskRecord { name, outcome }
             })
             .collect();
         TaskReport {
@@ -439,7 +212,7 @@ impl TaskGroup {
 
 impl Drop for TaskGroup {
     fn drop(&mut self) {
-        if !self.entries.is_empty() {
+        if !self.is_empty() {
             log::warn!(
                 "task group dropped without a join: triggering shutdown and detaching {:?}",
                 self.names()
