@@ -46,8 +46,7 @@
 //! - [`shutdown`]: the token (flag + broadcast channel, two stages: drain and force);
 //! - [`signals`]: SIGINT/SIGTERM/SIGHUP → drain, second → force, third → exit;
 //! - [`server`]: builder, acceptor, pool, connections, the report;
-//! - [`handler`] and [`protocol`]: the connection interface, the echo protocol and
-//!   HTTP/1.1;
+//! - [`protocol`]: the echo protocol and HTTP/1.1, each a [`Handler`];
 //! - [`supervisor`]: background threads that receive the token, joined against a
 //!   deadline, with a report of which finished, failed, panicked or were detached;
 //! - [`lifecycle`]: startup, shutdown and cleanup hooks, resources closed last-in
@@ -63,7 +62,6 @@
 #![warn(missing_docs, missing_debug_implementations)]
 
 pub mod deploy;
-pub mod handler;
 pub mod lifecycle;
 #[cfg(feature = "cli")]
 pub mod logging;
@@ -80,10 +78,9 @@ mod threads;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use handler::Handler;
 pub use lifecycle::{DrainSummary, Lifecycle, StartupError};
 pub use server::{
-    Connection, Received, Report, Server, ServerBuilder, ServerHandle, StartError,
+    Connection, Handler, Received, Report, Server, ServerBuilder, ServerHandle, StartError,
     DEFAULT_WRITE_TIMEOUT,
 };
 pub use shutdown::{exit_code, Outcome, Reason, Shutdown};

@@ -10,7 +10,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use crate::handler::Handler;
+use crate::server::Handler;
 use crate::server::{Connection, Received};
 
 /// The reply to a line longer than the limit; the connection is then closed.

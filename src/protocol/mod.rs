@@ -1,4 +1,4 @@
-//! The protocols lameduck serves, each a [`Handler`](crate::Handler).
+//! The protocols lameduck serves, each a [`Handler`](crate::server::Handler).
 
 pub mod echo;
 pub mod http;

@@ -29,8 +29,9 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::accept::{accept_one, out_of_resources, Accepted, Backoff, FailureLog};
 use super::backlog::BacklogProbe;
-use super::pool::{Job, PoolContext};
+use super::pool::Job;
 use super::report::Stats;
+use super::state::ServerState;
 use crate::shutdown::{Reason, Shutdown};
 
 const MIN_POLL: Duration = Duration::from_micros(50);
@@ -45,7 +46,7 @@ pub(crate) struct Acceptor {
     pub(crate) listener: Arc<TcpListener>,
     pub(crate) jobs: Sender<Job>,
     pub(crate) refused: Sender<TcpStream>,
-    pub(crate) context: Arc<PoolContext>,
+    pub(crate) state: Arc<ServerState>,
     /// Workers plus queue: how many connections the pool may hold at once.
     pub(crate) capacity: usize,
     pub(crate) drain_delay: Duration,
@@ -68,7 +69,7 @@ struct StartDrainOnExit(Shutdown);
 
 impl Drop for StartDrainOnExit {
     fn drop(&mut self) {
-        self.0.trigger_with(crate::Reason::Trigger);
+        self.0.trigger_with(Reason::Trigger);
     }
 }
 
@@ -85,8 +86,8 @@ enum Until {
 
 impl Acceptor {
     pub(crate) fn run(mut self) {
-        let _drain_on_exit = StartDrainOnExit(self.context.draining.clone());
-        let app = self.context.app.clone();
+        let _drain_on_exit = StartDrainOnExit(self.state.draining.clone());
+        let app = self.state.app.clone();
         self.accept_until(&app, Until::Trigger);
         // After an upgrade the address keeps serving through the new process: there
         // is no load balancer to wait for, and the backlog is the new process's.
@@ -104,9 +105,9 @@ impl Acceptor {
 
     fn stopped(&self, until: Until) -> bool {
         match until {
-            Until::Trigger => self.context.app.is_triggered(),
-            Until::Delay(end) => self.context.app.is_forced() || Instant::now() >= end,
-            Until::Forced => self.context.draining.is_forced(),
+            Until::Trigger => self.state.app.is_triggered(),
+            Until::Delay(end) => self.state.app.is_forced() || Instant::now() >= end,
+            Until::Forced => self.state.draining.is_forced(),
         }
     }
 
@@ -114,12 +115,12 @@ impl Acceptor {
     /// free) or for `until`, never past the end of a readiness delay.
     fn pause(&self, until: Until, wait: Duration) {
         let (fires, wait) = match until {
-            Until::Trigger => (self.context.app.triggered(), wait),
+            Until::Trigger => (self.state.app.triggered(), wait),
             Until::Delay(end) => (
-                self.context.app.forced(),
+                self.state.app.forced(),
                 wait.min(end.saturating_duration_since(Instant::now())),
             ),
-            Until::Forced => (self.context.draining.forced(), wait),
+            Until::Forced => (self.state.draining.forced(), wait),
         };
         crossbeam_channel::select! {
             recv(self.freed) -> _ => {}
@@ -226,23 +227,23 @@ impl Acceptor {
     }
 
     fn dispatch(&self, job: Job) {
-        Stats::bump(&self.context.stats.accepted);
+        Stats::bump(&self.state.stats.accepted);
         // The pool's limit is a count, not a preallocated channel: a worker that has
         // just finished frees its place at once, so a client is never refused while a
         // worker is free, and a huge `--queue` costs nothing until it fills.
-        let job = if self.context.admit(self.capacity) {
+        let job = if self.state.admit(self.capacity) {
             match self.jobs.send(job) {
                 Ok(()) => return,
                 // Every worker has exited (a force): nobody will serve it.
                 Err(err) => {
-                    self.context.release();
+                    self.state.release();
                     err.into_inner()
                 }
             }
         } else {
             job
         };
-        Stats::bump(&self.context.stats.refused_busy);
+        Stats::bump(&self.state.stats.refused_busy);
         log::warn!(
             "{}: every worker busy and the queue full; refusing",
             job.peer
@@ -259,14 +260,14 @@ impl Acceptor {
     /// new process: closing our descriptor resets nothing, and what waits in the
     /// shared backlog is the new process's to serve.
     fn stop_accepting(mut self, take_backlog: bool) {
-        self.context.draining.trigger();
+        self.state.draining.trigger();
         // At once, even before a join runs; the join loop passes again, to dismiss
         // connections left alone for their keep-alive grace when it ends and to time
         // every linger.
         let pass = self
-            .context
+            .state
             .registry
-            .dismiss_idle(self.context.handler.goodbye(), Instant::now());
+            .dismiss_idle(self.state.handler.goodbye(), Instant::now());
         log::debug!("{} idle connection(s) told goodbye", pass.dismissed);
         let mut taken = VecDeque::new();
         let (accepted, left) = if take_backlog {
@@ -279,12 +280,12 @@ impl Acceptor {
             listener,
             jobs,
             refused,
-            context,
+            state,
             ..
         } = self;
         drop(listener);
         drop(refused);
-        let stats = &context.stats;
+        let stats = &state.stats;
         match left {
             Some(left) => stats.backlog_left.store(left, Ordering::Relaxed),
             None => stats.backlog_uncounted.store(true, Ordering::Relaxed),
@@ -305,11 +306,11 @@ impl Acceptor {
                  backlog, the rest (uncounted on this platform) reset by the close"
             ),
         }
-        let forced = context.draining.forced();
+        let forced = state.draining.forced();
         let mut taken = taken.into_iter();
         for job in taken.by_ref() {
             // Past the limit: nothing new is accepted, and these were waiting already.
-            context.admitted.fetch_add(1, Ordering::SeqCst);
+            state.admitted.fetch_add(1, Ordering::SeqCst);
             crossbeam_channel::select! {
                 send(jobs, job) -> sent => if sent.is_err() {
                     Stats::bump(&stats.forced);
@@ -335,7 +336,7 @@ impl Acceptor {
     /// many were left in the backlog (`None`: uncounted), and leaves in `taken`
     /// those the queue had no room for.
     fn take_backlog(&mut self, taken: &mut VecDeque<Job>) -> (u64, Option<u64>) {
-        let stats = Arc::clone(&self.context.stats);
+        let stats = Arc::clone(&self.state.stats);
         let mut backoff = Backoff::new();
         let mut starved = false;
         let mut accepted = 0;
@@ -343,22 +344,22 @@ impl Acceptor {
             while let Some(job) = taken.pop_front() {
                 // Past the limit: nothing new is accepted, and these were waiting
                 // already. Counted before the send, so the worker's release follows it.
-                self.context.admitted.fetch_add(1, Ordering::SeqCst);
+                self.state.admitted.fetch_add(1, Ordering::SeqCst);
                 match self.jobs.try_send(job) {
                     Ok(()) => {}
                     Err(TrySendError::Full(job)) => {
-                        self.context.release();
+                        self.state.release();
                         taken.push_front(job);
                         break;
                     }
                     // No worker is left to serve it (they all exited after a force).
                     Err(TrySendError::Disconnected(_job)) => {
-                        self.context.release();
+                        self.state.release();
                         Stats::bump(&stats.forced);
                     }
                 }
             }
-            if self.context.draining.is_forced() {
+            if self.state.draining.is_forced() {
                 return (accepted, self.probe.waiting());
             }
             let next = match self.held.take() {

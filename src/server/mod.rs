@@ -11,10 +11,12 @@ mod acceptor;
 mod backlog;
 mod busy;
 mod connection;
+mod handler;
 mod listener;
 mod pool;
 mod registry;
 mod report;
+mod state;
 
 use std::error::Error;
 use std::fmt;
@@ -27,15 +29,16 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 pub use connection::{Connection, Received};
+pub use handler::Handler;
 pub(crate) use listener::bind;
 pub(crate) use report::BacklogLeft;
 pub use report::Report;
 
-use crate::handler::Handler;
 use crate::shutdown::{Outcome, Reason, Shutdown};
 use crate::threads::{deadline_after, Crew, JoinEnd, TaskOutcome};
-use pool::{Job, PoolContext};
+use pool::Job;
 use report::Stats;
+use state::ServerState;
 
 /// The default of [`ServerBuilder::write_timeout`]: nginx's `send_timeout`, long
 /// enough for a client on a link that drops out for tens of seconds (TCP's own
@@ -221,7 +224,7 @@ impl ServerBuilder {
         // One pending ring is enough: the acceptor only needs to know that
         // something closed since it last looked.
         let (freed_tx, freed_rx) = crossbeam_channel::bounded(1);
-        let context = Arc::new(PoolContext {
+        let state = Arc::new(ServerState {
             handler: Arc::new(handler),
             stats: Arc::clone(&stats),
             serving: AtomicUsize::new(0),
@@ -235,7 +238,7 @@ impl ServerBuilder {
             app: shutdown.clone(),
             freed: freed_tx.clone(),
         });
-        // Unbounded: the limit is `PoolContext::admitted`, so nothing is allocated in
+        // Unbounded: the limit is `ServerState::admitted`, so nothing is allocated in
         // proportion to `queue`.
         let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
         let (refused_tx, refused_rx) = crossbeam_channel::bounded(4096);
@@ -254,9 +257,9 @@ impl ServerBuilder {
         for id in 0..self.workers {
             let name = format!("lameduck-worker-{id}");
             let jobs = jobs_rx.clone();
-            let context = Arc::clone(&context);
+            let state = Arc::clone(&state);
             spawn_thread(&mut crew, name.clone(), self.stack_size, move || {
-                pool::work(id, jobs, context)
+                pool::work(id, jobs, state)
             })
             .map_err(|err| fail(spawn_error(&name, err)))?;
         }
@@ -275,7 +278,7 @@ impl ServerBuilder {
             listener,
             jobs: jobs_tx,
             refused: refused_tx,
-            context: Arc::clone(&context),
+            state: Arc::clone(&state),
             capacity: self.workers.saturating_add(self.queue),
             drain_delay: self.drain_delay,
             max_poll: self.accept_poll,
@@ -301,7 +304,7 @@ impl ServerBuilder {
             draining,
             crew,
             leftover: jobs_rx,
-            context,
+            state,
             stats,
             config: self,
         })
@@ -393,7 +396,7 @@ pub struct ServerHandle {
     crew: Crew,
     /// A receiver of the queue, to close whatever is still queued after a force.
     leftover: Receiver<Job>,
-    context: Arc<PoolContext>,
+    state: Arc<ServerState>,
     stats: Arc<Stats>,
     config: ServerBuilder,
 }
@@ -470,7 +473,7 @@ impl ServerHandle {
             draining,
             mut crew,
             leftover,
-            context,
+            state,
             stats,
             config,
             ..
@@ -478,7 +481,7 @@ impl ServerHandle {
 
         let end = drain(
             &mut crew,
-            &context,
+            &state,
             config.linger,
             deadline,
             &shutdown.forced(),
@@ -499,7 +502,7 @@ impl ServerHandle {
         };
         if outcome != Outcome::Clean {
             draining.force();
-            context.registry.force_close();
+            state.registry.force_close();
             // Every registered socket was just shut down, so blocked reads and writes
             // return now; the grace covers a worker caught between two calls (up to
             // a tick) plus scheduling noise.
@@ -569,7 +572,7 @@ impl ServerHandle {
 /// thread got to it first.
 fn drain(
     crew: &mut Crew,
-    context: &PoolContext,
+    state: &ServerState,
     linger: Duration,
     deadline: Instant,
     forced: &Receiver<()>,
@@ -577,7 +580,7 @@ fn drain(
     // Draining begins in the acceptor, after the readiness delay, with the flag that
     // idle workers check under their slot lock: dismissing before it is set could
     // miss a worker about to go idle. A force makes the acceptor set it at once.
-    let draining = context.draining.triggered();
+    let draining = state.draining.triggered();
     crossbeam_channel::select! {
         recv(draining) -> _ => {}
         recv(forced) -> _ => {}
@@ -585,12 +588,12 @@ fn drain(
             return crew.join_until(deadline, forced);
         }
     }
-    let goodbye = context.handler.goodbye();
+    let goodbye = state.handler.goodbye();
     loop {
         let now = Instant::now();
         let mut wake = deadline;
-        if context.draining.is_triggered() {
-            let pass = context.registry.dismiss_idle(goodbye, now);
+        if state.draining.is_triggered() {
+            let pass = state.registry.dismiss_idle(goodbye, now);
             if pass.dismissed > 0 {
                 log::debug!("{} idle connection(s) told goodbye", pass.dismissed);
             }
@@ -598,7 +601,7 @@ fn drain(
                 wake = wake.min(next);
             }
         }
-        if let Some(next) = context.registry.release_dismissed(now, linger) {
+        if let Some(next) = state.registry.release_dismissed(now, linger) {
             wake = wake.min(next);
         }
         let end = crew.join_until(wake, forced);

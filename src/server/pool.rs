@@ -1,23 +1,22 @@
 //! The fixed pool of workers: each takes accepted connections from the queue and
 //! serves one at a time, isolating handler panics.
 //!
-//! The pool owns nothing the acceptor needs: when the acceptor drops the queue's
-//! sender, each worker finishes what is queued and its `for` loop ends — the Rust
-//! Book's pool shape, with a deadline-bounded join around it (see `crew`).
+//! A worker's life is the queue's: when the acceptor drops the queue's sender, each
+//! worker finishes what is queued and its `for` loop ends — the Rust Book's pool
+//! shape, with the crate's deadline-bounded join around it. The workers are not on
+//! their own, though: they share the [`ServerState`] with the acceptor, giving back
+//! each admitted place and ringing its `freed` bell as a connection closes.
 
 use std::net::{SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Receiver;
 
 use super::connection::{Connection, Spin, Timeouts};
-use super::registry::Registry;
 use super::report::Stats;
-use crate::handler::Handler;
-use crate::shutdown::Shutdown;
+use super::state::ServerState;
 use crate::threads::panic_message;
 
 /// An accepted connection waiting for a worker.
@@ -43,62 +42,6 @@ impl Job {
     }
 }
 
-/// What every worker shares.
-pub(crate) struct PoolContext {
-    pub(crate) handler: Arc<dyn Handler>,
-    pub(crate) stats: Arc<Stats>,
-    /// Workers currently holding a connection, for the decision to poll between
-    /// requests.
-    pub(crate) serving: AtomicUsize,
-    /// Connections handed to the pool and not yet finished: queued plus served. The
-    /// acceptor admits while it is below workers + queue.
-    pub(crate) admitted: AtomicUsize,
-    /// Cores available, for the decision to poll between requests; 0 disables it.
-    pub(crate) spin_cores: usize,
-    /// Each worker's current connection, for dismissal and force-close.
-    pub(crate) registry: Registry,
-    pub(crate) tick: Duration,
-    pub(crate) write_timeout: Duration,
-    pub(crate) linger: Duration,
-    pub(crate) draining: Shutdown,
-    pub(crate) app: Shutdown,
-    /// Rung after each connection is closed: an acceptor out of descriptors waits
-    /// for it to take the next one from the backlog.
-    pub(crate) freed: Sender<()>,
-}
-
-impl std::fmt::Debug for PoolContext {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PoolContext")
-            .field("serving", &self.serving)
-            .field("tick", &self.tick)
-            .finish_non_exhaustive()
-    }
-}
-
-impl PoolContext {
-    /// Takes a place in the pool if one of `capacity` is free.
-    pub(crate) fn admit(&self, capacity: usize) -> bool {
-        self.admitted
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < capacity).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// Gives a place back once its connection is finished.
-    pub(crate) fn release(&self) {
-        // Saturating: a job sent without `admit` (a test's) must not wrap the count.
-        let _ = self
-            .admitted
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-    }
-
-    fn is_forced(&self) -> bool {
-        self.draining.is_forced() || self.app.is_forced()
-    }
-}
-
 struct Serving<'a>(&'a AtomicUsize);
 
 impl<'a> Serving<'a> {
@@ -115,43 +58,43 @@ impl Drop for Serving<'_> {
 }
 
 /// A worker's whole life: serve until the queue is closed and empty.
-pub(crate) fn work(index: usize, jobs: Receiver<Job>, context: Arc<PoolContext>) {
+pub(crate) fn work(index: usize, jobs: Receiver<Job>, state: Arc<ServerState>) {
     for job in jobs.iter() {
-        serve(index, job, &context);
-        context.release();
+        serve(index, job, &state);
+        state.release();
         // Full means a ring is already pending: the acceptor will look anyway.
-        let _ = context.freed.try_send(());
+        let _ = state.freed.try_send(());
     }
 }
 
-fn serve(index: usize, job: Job, context: &PoolContext) {
+fn serve(index: usize, job: Job, state: &ServerState) {
     let Job {
         stream,
         peer,
         handle,
     } = job;
-    let _serving = Serving::start(&context.serving);
-    if context.is_forced() {
+    let _serving = Serving::start(&state.serving);
+    if state.is_forced() {
         // Queued but never started before the force: closing it is all that is left.
-        Stats::bump(&context.stats.forced);
+        Stats::bump(&state.stats.forced);
         return;
     }
     // Without a registered handle the connection is still served, only not dismissed
     // early: it notices draining at its next tick instead.
-    let slot = handle.and_then(|handle| context.registry.attach(index, handle));
+    let slot = handle.and_then(|handle| state.registry.attach(index, handle));
     let mut conn = match Connection::new(
         stream,
         peer,
         Timeouts {
-            tick: context.tick,
-            write: context.write_timeout,
+            tick: state.tick,
+            write: state.write_timeout,
         },
-        context.draining.clone(),
-        context.app.clone(),
+        state.draining.clone(),
+        state.app.clone(),
         slot,
         Some(Spin {
-            serving: &context.serving,
-            cores: context.spin_cores,
+            serving: &state.serving,
+            cores: state.spin_cores,
         }),
     ) {
         Ok(conn) => conn,
@@ -166,37 +109,37 @@ fn serve(index: usize, job: Job, context: &PoolContext) {
     // unused, and the handler's shared state is only reachable through `&self`,
     // which a `Handler` must keep consistent across panics like any `Sync` type
     // shared between threads (a poisoned lock is the usual signal).
-    let result = panic::catch_unwind(AssertUnwindSafe(|| context.handler.handle(&mut conn)));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| state.handler.handle(&mut conn)));
     if conn.gave_up() && result.is_ok() {
         // The client stopped reading: no graceful close, which would only wait for a
         // client that does not listen. Dropping the socket with the client's unread
         // lines still in our receive buffer sends a reset, which also discards what
         // the client has not read — it was not reading.
-        Stats::bump(&context.stats.write_timeouts);
+        Stats::bump(&state.stats.write_timeouts);
         log::debug!(
             "{peer}: given up: it read nothing for {:?}",
-            context.write_timeout
+            state.write_timeout
         );
         return;
     }
     match result {
         Ok(Ok(())) => {
-            let graceful = conn.close_gracefully(context.linger);
-            if context.is_forced() {
-                Stats::bump(&context.stats.forced);
-            } else if graceful && context.draining.is_triggered() {
-                Stats::bump(&context.stats.drained);
+            let graceful = conn.close_gracefully(state.linger);
+            if state.is_forced() {
+                Stats::bump(&state.stats.forced);
+            } else if graceful && state.draining.is_triggered() {
+                Stats::bump(&state.stats.drained);
             }
         }
         Ok(Err(err)) => {
-            if context.is_forced() {
-                Stats::bump(&context.stats.forced);
+            if state.is_forced() {
+                Stats::bump(&state.stats.forced);
             } else {
                 log::debug!("{peer}: connection ended with an error: {err}");
             }
         }
         Err(payload) => {
-            Stats::bump(&context.stats.panics);
+            Stats::bump(&state.stats.panics);
             log::error!(
                 "handler panicked serving {peer}: {}; connection closed, worker continues",
                 panic_message(payload.as_ref())
@@ -211,8 +154,11 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
     use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
-    use crate::server::Received;
+    use crate::server::registry::Registry;
+    use crate::server::{Handler, Received};
+    use crate::shutdown::Shutdown;
 
     /// Answers one line with `ok`, or panics when the line is `boom`.
     struct OneShot;
@@ -232,8 +178,8 @@ mod tests {
         }
     }
 
-    fn context() -> Arc<PoolContext> {
-        Arc::new(PoolContext {
+    fn shared_state() -> Arc<ServerState> {
+        Arc::new(ServerState {
             handler: Arc::new(OneShot),
             stats: Arc::new(Stats::default()),
             serving: AtomicUsize::new(0),
@@ -270,7 +216,7 @@ mod tests {
     #[test]
     fn a_worker_serves_the_queue_then_ends_when_it_closes() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let context = context();
+        let state = shared_state();
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(4);
         let (mut first, first_job) = job(&listener);
         let (mut second, second_job) = job(&listener);
@@ -280,27 +226,27 @@ mod tests {
         first.write_all(b"boom\n").unwrap();
         second.write_all(b"hello\n").unwrap();
         // Runs on this thread: it returns only once the queue is closed and empty.
-        work(0, jobs_rx, Arc::clone(&context));
+        work(0, jobs_rx, Arc::clone(&state));
         let mut reply = Vec::new();
         second.read_to_end(&mut reply).unwrap();
         assert_eq!(reply, b"ok\n", "the worker outlived the panic");
-        assert_eq!(context.stats.panics.load(Ordering::Relaxed), 1);
-        assert_eq!(context.serving.load(Ordering::SeqCst), 0);
+        assert_eq!(state.stats.panics.load(Ordering::Relaxed), 1);
+        assert_eq!(state.serving.load(Ordering::SeqCst), 0);
     }
 
     #[test]
     fn after_a_force_queued_connections_are_closed_and_counted() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let context = context();
+        let state = shared_state();
         let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(4);
         let (mut client, queued) = job(&listener);
         jobs_tx.send(queued).unwrap();
         drop(jobs_tx);
-        context.draining.force();
-        work(0, jobs_rx, Arc::clone(&context));
+        state.draining.force();
+        work(0, jobs_rx, Arc::clone(&state));
         let mut reply = Vec::new();
         let _ = client.read_to_end(&mut reply);
         assert!(reply.is_empty(), "a forced connection is not served");
-        assert_eq!(context.stats.forced.load(Ordering::Relaxed), 1);
+        assert_eq!(state.stats.forced.load(Ordering::Relaxed), 1);
     }
 }

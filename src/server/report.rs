@@ -28,7 +28,7 @@ impl Stats {
 }
 
 /// A server's account of its run and shutdown, returned by
-/// [`ServerHandle::join`](crate::ServerHandle::join).
+/// [`ServerHandle::join`](super::ServerHandle::join).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Report {

@@ -12,7 +12,7 @@ pub enum Outcome {
     Clean,
     /// The drain deadline passed; what was left was force-closed.
     Deadline,
-    /// A second signal (or [`Shutdown::force`](crate::Shutdown::force)) cut the wait short.
+    /// A second signal (or [`Shutdown::force`](super::Shutdown::force)) cut the wait short.
     Forced,
 }
 

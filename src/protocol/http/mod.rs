@@ -56,7 +56,7 @@ pub use response::{Response, Status, BUSY_REPLY};
 pub use routes::{Hello, ALLOWED, HELLO};
 pub use service::{Context, Service};
 
-use crate::handler::Handler;
+use crate::server::Handler;
 use crate::server::{Connection, Received};
 use response::{write_response, Persist};
 
