@@ -43,21 +43,31 @@
 //! ```
 //!
 //! # Layout
-//! - [`shutdown`]: the token (flag + broadcast channel, two stages: drain and force);
+//! Lowest layer first: each module is built only on the ones listed before it, so
+//! the list is also the order in which to read the crate.
+//! - [`shutdown`]: the token (flag + broadcast channel, two stages: drain and
+//!   force), and how a shutdown ended: [`Outcome`] and its [`exit_code`];
+//! - `threads` (private): named threads whose end is always reported, the one join
+//!   against a deadline, panic messages and bounded steps — the server's threads,
+//!   the supervised tasks and the lifecycle's steps all run there;
+//! - [`output`]: `listening on` and the report on stdout, written with a bound so a
+//!   stdout nobody reads never hangs or crashes the server; `logging` (feature
+//!   `cli`): the programs' logger, whose records never wait for stderr;
 //! - [`signals`]: SIGINT/SIGTERM/SIGHUP → drain, second → force, third → exit;
-//! - [`server`]: builder, acceptor, pool, connections, the report;
-//! - [`protocol`]: the echo protocol and HTTP/1.1, each a [`Handler`];
-//! - [`supervisor`]: background threads that receive the token, joined against a
-//!   deadline, with a report of which finished, failed, panicked or were detached;
-//! - [`lifecycle`]: startup, shutdown and cleanup hooks, resources closed last-in
-//!   first-out, one shutdown budget, and the report of the whole shutdown
+//! - [`server`]: builder, acceptor, pool, connections, the drain and its report; it
+//!   owns the [`Handler`] interface and the [`Connection`] a handler is lent;
+//! - [`supervisor`], beside the server: background threads that receive the token,
+//!   joined against a deadline, with a report of which finished, failed, panicked or
+//!   were detached;
+//! - [`lifecycle`], on both: startup, shutdown and cleanup hooks, resources closed
+//!   last-in first-out, one shutdown budget, and the report of the whole shutdown
 //!   ([`Lifecycle::serve`] runs a server through it);
+//! - [`protocol`]: the echo protocol and HTTP/1.1, each a [`Handler`] written
+//!   against the server's public interface only;
 //! - [`deploy`]: restarts and upgrades that refuse nothing — socket activation,
 //!   systemd notifications, a pid file, and upgrades on SIGUSR2 that hand the
 //!   listening socket to a new process and drain only once it is ready;
-//! - [`output`]: `listening on` and the report on stdout, written with a bound so a
-//!   stdout nobody reads never hangs or crashes the server; `logging` (feature
-//!   `cli`): the programs' logger, whose records never wait for stderr.
+//! - the `lameduck` binary (feature `cli`), on top of all of them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations)]
 

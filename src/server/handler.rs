@@ -1,4 +1,6 @@
-//! The connection handler interface: what a protocol implements to be served.
+//! The connection handler interface: what a protocol implements to be served. The
+//! server owns it: a handler is called by the pool and sees the server only through
+//! the [`Connection`] it is lent.
 
 use std::io;
 use std::time::Duration;
@@ -43,8 +45,9 @@ pub trait Handler: Send + Sync + 'static {
     /// open once draining begins, so that a request already on its way
     /// is answered (as the last one) instead of meeting a closed connection. The
     /// grace counts from the connection's last [`Connection::write_all`] (from its
-    /// start, before the first); one whose grace has passed is dismissed at once. A drain lasts at most this much longer. Default zero: dismiss at once
-    /// (echo); HTTP uses a short grace, see
+    /// start, before the first); one whose grace has passed is dismissed at once. A
+    /// drain lasts at most this much longer. Default zero: dismiss at once (echo);
+    /// HTTP uses a short grace, see
     /// [`Http::keepalive_grace`](crate::protocol::http::Http::keepalive_grace).
     fn keepalive_grace(&self) -> Duration {
         Duration::ZERO
