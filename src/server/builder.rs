@@ -1,16 +1,19 @@
 //! The server's options, and `start`, which binds and starts its threads.
 
+use std::error::Error;
+use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::handle::ServerHandle;
+use super::handle::{DrainConfig, ServerHandle};
+use super::handler::Handler;
 use super::pool::{self, Job};
 use super::report::Stats;
 use super::state::ServerState;
-use super::{accept, acceptor, backlog, busy, listener, registry, Handler, StartError};
+use super::{accept, acceptor, backlog, busy, listener, registry};
 use crate::shutdown::Shutdown;
 use crate::threads::{Crew, TaskOutcome};
 
@@ -30,11 +33,11 @@ pub struct ServerBuilder {
     workers: usize,
     queue: usize,
     backlog: u32,
-    pub(super) tick: Duration,
+    tick: Duration,
     write_timeout: Duration,
-    pub(super) drain_timeout: Duration,
+    drain_timeout: Duration,
     drain_delay: Duration,
-    pub(super) linger: Duration,
+    linger: Duration,
     stack_size: Option<usize>,
     accept_poll: Duration,
     /// A listener handed in by the application (socket activation, an upgrade).
@@ -109,7 +112,8 @@ impl ServerBuilder {
 
     /// How long a write may go without the client taking a single byte before the
     /// connection is given up: dropped without a graceful close (the client, which
-    /// is not reading, may see a reset) and counted in [`Report::write_timeouts`](super::Report::write_timeouts).
+    /// is not reading, may see a reset) and counted in
+    /// [`Report::write_timeouts`](super::Report::write_timeouts).
     /// Measured between two successive bytes taken, not over a whole reply, so a
     /// slow client that keeps reading is never cut; like nginx's `send_timeout`.
     /// Without it, every client that stops reading holds a worker until a forced
@@ -293,8 +297,51 @@ impl ServerBuilder {
             leftover: jobs_rx,
             state,
             stats,
-            config: self,
+            config: DrainConfig {
+                drain_timeout: self.drain_timeout,
+                linger: self.linger,
+                tick: self.tick,
+            },
         })
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The listening socket could not be set up.
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+    /// A server thread could not be spawned.
+    Spawn {
+        /// The thread's name.
+        thread: String,
+        /// The operating system's answer.
+        source: io::Error,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Spawn { thread, source } => {
+                write!(f, "cannot start thread {thread}: {source}")
+            }
+        }
+    }
+}
+
+impl Error for StartError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        match self {
+            StartError::Bind { source, .. } | StartError::Spawn { source, .. } => Some(source),
+        }
     }
 }
 

@@ -8,12 +8,19 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::builder::ServerBuilder;
 use super::pool::Job;
 use super::report::{Report, Stats};
 use super::state::ServerState;
 use crate::shutdown::{Outcome, Reason, Shutdown};
 use crate::threads::{deadline_after, Crew, JoinEnd};
+
+/// The options the drain reads, copied from the builder when the server starts.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct DrainConfig {
+    pub(super) drain_timeout: Duration,
+    pub(super) linger: Duration,
+    pub(super) tick: Duration,
+}
 
 /// A running server. Call [`ServerHandle::join`] to wait for its shutdown; dropping
 /// the handle without joining leaves the server running until its token fires.
@@ -31,7 +38,7 @@ pub struct ServerHandle {
     pub(super) leftover: Receiver<Job>,
     pub(super) state: Arc<ServerState>,
     pub(super) stats: Arc<Stats>,
-    pub(super) config: ServerBuilder,
+    pub(super) config: DrainConfig,
 }
 
 impl ServerHandle {

@@ -5,7 +5,7 @@
 use std::io;
 use std::time::Duration;
 
-use super::Connection;
+use super::connection::Connection;
 
 /// Serves one connection from its first byte to its goodbye.
 ///
@@ -35,7 +35,7 @@ pub trait Handler: Send + Sync + 'static {
 
     /// The bytes the server may send on the handler's behalf to a connection idle
     /// between requests when draining begins (see
-    /// [`Connection::read_request`](super::Connection::read_request)); echo: the
+    /// [`Connection::read_request`]); echo: the
     /// goodbye line; HTTP: nothing, an idle keep-alive connection is just closed.
     fn goodbye(&self) -> &[u8] {
         &[]

@@ -60,57 +60,13 @@ mod registry;
 mod report;
 mod state;
 
-use std::error::Error;
-use std::fmt;
-use std::io;
-use std::net::SocketAddr;
-
-pub use builder::{ServerBuilder, DEFAULT_WRITE_TIMEOUT};
+pub use builder::{ServerBuilder, StartError, DEFAULT_WRITE_TIMEOUT};
 pub use connection::{Connection, Received};
 pub use handle::ServerHandle;
 pub use handler::Handler;
 pub(crate) use listener::bind;
 pub(crate) use report::BacklogLeft;
 pub use report::Report;
-
-/// Why a server could not start.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum StartError {
-    /// The listening socket could not be set up.
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The operating system's answer.
-        source: io::Error,
-    },
-    /// A server thread could not be spawned.
-    Spawn {
-        /// The thread's name.
-        thread: String,
-        /// The operating system's answer.
-        source: io::Error,
-    },
-}
-
-impl fmt::Display for StartError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            StartError::Spawn { thread, source } => {
-                write!(f, "cannot start thread {thread}: {source}")
-            }
-        }
-    }
-}
-
-impl Error for StartError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            StartError::Bind { source, .. } | StartError::Spawn { source, .. } => Some(source),
-        }
-    }
-}
 
 /// The entry point: `Server::builder()`.
 #[derive(Debug)]

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
+use super::handler::Handler;
 use super::registry::Registry;
 use super::report::Stats;
-use super::Handler;
 use crate::shutdown::Shutdown;
 
 /// What the whole server shares: the handler, the counters, the registry of
