@@ -2,15 +2,15 @@
 //! application embeds it): pipelining, HEAD, HTTP/1.0, keep-alive, timeouts and the
 //! goodbye. Every wait has a deadline.
 
-mod support;
+mod in_process;
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use in_process::{assert_eof, read_reply};
 use lameduck::protocol::http::*;
 use lameduck::{Server, ServerHandle, Shutdown};
-use support::http::{assert_eof, read_reply};
 
 const WAIT: Duration = Duration::from_secs(5);
 
