@@ -14,7 +14,7 @@
 //! `cargo bench` does not build examples; without a release build of `workers` the
 //! second part falls back to a debug build if there is one, and fails if neither exists.
 
-#[path = "../tests/support/mod.rs"]
+#[path = "../tests/cli/support/mod.rs"]
 mod support;
 
 use std::path::PathBuf;

@@ -2,15 +2,15 @@
 //! application embeds it): pipelining, HEAD, HTTP/1.0, keep-alive, timeouts and the
 //! goodbye. Every wait has a deadline.
 
-mod support;
+mod in_process;
 
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use in_process::{assert_eof, read_reply};
 use lameduck::protocol::http::*;
-use lameduck::{Server, ServerHandle, Shutdown};
-use support::http::{assert_eof, read_reply};
+use lameduck::{Report, Server, ServerHandle, Shutdown};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -40,6 +40,12 @@ impl Running {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(WAIT)).unwrap();
         BufReader::new(stream)
+    }
+
+    /// Drains the server and returns its report.
+    fn stop(mut self) -> Report {
+        self.shutdown.trigger();
+        self.server.take().expect("the server is running").join()
     }
 }
 
@@ -249,4 +255,6 @@ fn a_panicking_service_answers_500_and_the_server_counts_it() {
         b"fine",
         "the worker lives on"
     );
+    drop(other);
+    assert_eq!(server.stop().panics, 1, "the panic is in the report");
 }

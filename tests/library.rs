@@ -1,12 +1,12 @@
 //! The library as an embedding program uses it: a custom handler, a programmatic
 //! trigger, and the report from `join`.
 
-mod support;
+mod in_process;
 
 use std::io;
 
+use in_process::{Client, End, GOODBYE};
 use lameduck::{Connection, Handler, Outcome, Reason, Received, Server, Shutdown};
-use support::{Client, End};
 
 /// Echoes raw bytes back, and panics when a client sends `boom`.
 struct Fragile;
@@ -99,7 +99,7 @@ fn a_server_serves_a_listener_the_program_already_has() {
     client.send(b"mine\n").unwrap();
     assert_eq!(client.expect_line(), "Echo: mine\r\n");
     shutdown.trigger_with(Reason::Upgrade);
-    assert_eq!(client.expect_line(), support::GOODBYE);
+    assert_eq!(client.expect_line(), GOODBYE);
     let report = server.join();
     assert_eq!(report.reason, Reason::Upgrade);
     assert_eq!(report.outcome, Outcome::Clean);

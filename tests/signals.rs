@@ -1,9 +1,8 @@
-//! Signal installation: once per process, and every terminating signal drains.
-
-mod support;
+//! Signal installation, in a process of its own: it happens once per process, a second
+//! install is an error, and installing triggers nothing. (That every terminating signal
+//! drains is tested with the real binary, in tests/cli/signals.rs.)
 
 use lameduck::{signals, Shutdown, SignalError};
-use support::{field, Client, End, Process, GOODBYE};
 
 #[test]
 fn a_second_install_is_an_error_not_a_panic() {
@@ -15,21 +14,4 @@ fn a_second_install_is_an_error_not_a_panic() {
         "second install: {again:?}"
     );
     assert!(!shutdown.is_triggered(), "installing triggers nothing");
-}
-
-#[test]
-fn sighup_drains_like_sigterm() {
-    let (mut server, addr) = Process::server(&["echo", "--addr", "127.0.0.1:0"]);
-    let mut client = Client::connect(addr);
-    client.send(b"still there?\n").unwrap();
-    assert_eq!(client.expect_line(), "Echo: still there?\r\n");
-    server.signal("HUP");
-    let (rest, end) = client.rest();
-    assert_eq!(String::from_utf8_lossy(&rest), GOODBYE);
-    assert_eq!(end, End::Eof);
-    drop(client);
-    let (status, report) = server.finish();
-    assert_eq!(status.code(), Some(0), "{}", server.dump());
-    assert_eq!(field(&report, "reason"), "signal");
-    assert_eq!(field(&report, "outcome"), "clean");
 }

@@ -2,7 +2,7 @@
 //! fault is flagged on the scenario it hurts and the probe exits 1; the same server
 //! without faults, and `lameduck echo`, are clean (exit 0); bad usage exits 2.
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,9 +1,9 @@
 //! The notes example (HTTP over SQLite) stopped by SIGTERM in the middle of a write
 //! load: every note the server acknowledged with 201 is in the database exactly once,
 //! no client saw a reset or a truncated response, and the database is intact.
-#![cfg(all(unix, feature = "cli"))]
+#![cfg(unix)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

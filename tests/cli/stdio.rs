@@ -7,7 +7,7 @@
 //! and the server's own descriptor stays blocking, as a real pipe's would be.
 #![cfg(unix)]
 
-mod support;
+use crate::support;
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};

@@ -3,7 +3,7 @@
 //! drain that cannot finish says what it left behind. The real binary, run under
 //! `ulimit -n`, with real clients and real signals.
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read};
 use std::net::SocketAddr;
@@ -92,7 +92,7 @@ fn a_drain_out_of_descriptors_serves_the_whole_backlog() {
         server.dump()
     );
     let (code, report) = finish_with_report(&mut server);
-    // For figures: `cargo test --test descriptors -- --nocapture`.
+    // For figures: `cargo test --test cli descriptors:: -- --nocapture`.
     eprintln!("200 echo clients under ulimit -n 64: {report}");
     assert_eq!(code, Some(0), "{report}");
     assert_eq!(field(&report, "outcome"), "clean", "{report}");

@@ -4,7 +4,7 @@
 //! slow and pipelined traffic through raw sockets. Every wait is an event with a
 //! deadline; the only sleeps are the ones that make a client slow on purpose.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};

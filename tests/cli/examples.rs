@@ -1,10 +1,10 @@
 //! The examples, run as real processes and stopped with real signals: they must print
 //! `ready`, shut down on SIGTERM within their budget, end stdout with the report line,
 //! and exit with the code the contract gives their outcome.
-// Signals are sent with kill(1), and the examples are built only with the CLI.
-#![cfg(all(unix, feature = "cli"))]
+// Signals are sent with kill(1).
+#![cfg(unix)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,9 +2,9 @@
 //! descriptors systemd would pass, notifications to a test-owned `NOTIFY_SOCKET`, the
 //! pid file, and upgrades on SIGUSR2 under load — the real binary, copied to a temporary
 //! path so a test can replace it the way a deploy does.
-#![cfg(all(unix, feature = "cli"))]
+#![cfg(unix)]
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};

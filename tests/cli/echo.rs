@@ -1,6 +1,6 @@
 //! `lameduck echo` end to end: the real binary, real sockets, real signals.
 
-mod support;
+use crate::support;
 
 use std::io::ErrorKind;
 use std::net::{Shutdown as Direction, TcpListener, TcpStream};

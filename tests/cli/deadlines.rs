@@ -2,7 +2,7 @@
 //! given up after `--write-timeout` (and one that reads slowly is not), and an echo
 //! line dripped byte by byte is cut off by `--line-timeout`.
 
-mod support;
+use crate::support;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
