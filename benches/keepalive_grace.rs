@@ -1,4 +1,4 @@
-//! What the HTTP keep-alive grace (SPEC §7.5, `--keepalive-grace`) buys and what it
+//! What the HTTP keep-alive grace (`--keepalive-grace`) buys and what it
 //! costs, measured on the release `lameduck http` binary with real SIGTERMs.
 //!
 //! Buys: 32 keep-alive clients, each on one connection, each sending its next

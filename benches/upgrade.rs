@@ -1,4 +1,4 @@
-//! Upgrades without downtime (SPEC §7.4), measured on the real release binary: a chain
+//! Upgrades without downtime, measured on the real release binary: a chain
 //! of `lameduck echo` (then `lameduck http`) processes, each started by its predecessor
 //! on SIGUSR2, under closed-loop load from 64 clients that follow the protocol.
 //!

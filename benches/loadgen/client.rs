@@ -12,7 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 use super::stats::Stats;
 use super::{Mode, Plan, Until};
 
-/// The goodbye line of the contract (SPEC §4).
+/// The goodbye line the echo protocol ends with.
 pub const GOODBYE: &[u8] = b"Server is shutting down. Goodbye!\r\n";
 
 /// A reply this long without `\n` is garbage, not a slow reply.

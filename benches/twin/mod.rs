@@ -1,7 +1,7 @@
 //! The async twin: lameduck's echo server rebuilt on tokio, as a tokio user would write
 //! it (multi-thread runtime, one task per connection, `tokio::signal`, a `watch`
 //! channel as the shutdown broadcast, a `JoinSet` that owns every connection task).
-//! It keeps the same contract (SPEC §2–§4: `listening on` line, echo protocol, drain
+//! It keeps the same contract (the `listening on` line, echo protocol, drain
 //! with goodbye and graceful close, deadline, second-signal escalation, report line,
 //! exit codes) so the benchmark compares two implementations of one behaviour, not a
 //! server against a strawman. The bench binary runs it in a child process of its own

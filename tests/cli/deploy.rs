@@ -1,4 +1,4 @@
-//! Deploys that drop nothing (SPEC §7), end to end: socket activation with the
+//! Deploys that drop nothing, end to end: socket activation with the
 //! descriptors systemd would pass, notifications to a test-owned `NOTIFY_SOCKET`, the
 //! pid file, and upgrades on SIGUSR2 under load — the real binary, copied to a temporary
 //! path so a test can replace it the way a deploy does.

@@ -356,7 +356,7 @@ fn a_huge_queue_costs_nothing_until_it_fills() {
     expect_report(&mut server, 0);
 }
 
-/// SPEC §2.3 under load: 64 clients in a closed loop, SIGTERM mid-load. Every
+/// The drain under load: 64 clients in a closed loop, SIGTERM mid-load. Every
 /// client gets a reply to every line but at most the one crossing the goodbye, then
 /// the goodbye, then EOF; no resets, no corrupted lines.
 #[test]

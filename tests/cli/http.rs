@@ -1,4 +1,4 @@
-//! `lameduck http` end to end (SPEC §5): the real binary, real sockets, real signals.
+//! `lameduck http` end to end: the real binary, real sockets, real signals.
 //!
 //! Well-formed traffic goes through `ureq` (and `curl` when installed); malformed,
 //! slow and pipelined traffic through raw sockets. Every wait is an event with a

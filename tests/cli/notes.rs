@@ -210,7 +210,7 @@ fn every_acknowledged_note_survives_sigterm_under_load() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// SPEC §7.4 with a database: two processes share it during each overlap.
+/// Upgrades with a database: two processes share it during each overlap.
 #[test]
 fn every_acknowledged_note_survives_five_upgrades_then_sigterm_under_load() {
     let (dir, db) = fresh_db("notes-upgrade");
@@ -314,7 +314,7 @@ fn check_stored(db: &std::path::Path, tally: &Tally, report: &str) {
     assert!(stored.len() <= acked.len() + crossed);
 }
 
-/// SPEC §2.1: a failing startup hook exits 1 with its cause as the one line on stderr.
+/// A failing startup hook exits 1 with its cause as the one line on stderr.
 #[test]
 fn a_database_that_cannot_open_exits_1_with_one_line() {
     let dir = std::env::temp_dir().join(format!("lameduck-no-such-dir-{}", std::process::id()));

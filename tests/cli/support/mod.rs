@@ -387,7 +387,7 @@ pub fn expect_report(process: &mut Process, code: i32) -> String {
 }
 
 /// Waits for the exit and returns the exit code and the report line, after checking
-/// the line has the contract's shape: `stopped` and at least SPEC §3's keys.
+/// the line has the contract's shape: `stopped` and at least the report's documented keys.
 #[track_caller]
 pub fn finish_with_report(process: &mut Process) -> (Option<i32>, String) {
     let (status, report) = process.finish();
