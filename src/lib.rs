@@ -90,9 +90,11 @@ struct ReadmeDoctests;
 
 pub use lifecycle::{DrainSummary, Lifecycle, StartupError};
 pub use server::{
-    Connection, Handler, Received, Report, Server, ServerBuilder, ServerHandle, StartError,
-    DEFAULT_WRITE_TIMEOUT,
+    close_gracefully, take_backlog, Connection, Forced, Handler, Received, Report, Server,
+    ServerBuilder, ServerHandle, StartError, DEFAULT_WRITE_TIMEOUT,
 };
 pub use shutdown::{exit_code, Outcome, Reason, Shutdown};
 pub use signals::SignalError;
-pub use supervisor::{BoxError, OnFailure, SpawnError, TaskGroup, TaskReport, TaskResult};
+pub use supervisor::{
+    BoxError, OnFailure, SpawnError, TaskGroup, TaskOutcome, TaskReport, TaskResult,
+};

@@ -22,7 +22,8 @@ impl Handler for Fragile {
                 Received::Data(n) if buf[..n].starts_with(b"boom") => panic!("asked to"),
                 Received::Data(n) => conn.write_all(&buf[..n])?,
                 Received::Eof => return Ok(()),
-                Received::Quiet | Received::Dismissed => {}
+                Received::Quiet | Received::Deadline | Received::Draining | Received::Dismissed => {
+                }
             }
         }
     }

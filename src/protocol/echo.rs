@@ -266,7 +266,7 @@ impl Echo {
                 }
             }
             Received::Eof => lines.finish(out),
-            Received::Quiet | Received::Dismissed => {}
+            Received::Quiet | Received::Deadline | Received::Draining | Received::Dismissed => {}
         }
         out.extend_from_slice(&self.goodbye);
         conn.write_all(out)
@@ -309,13 +309,16 @@ impl Handler for Echo {
                     lines.finish(&mut out);
                     return conn.write_all(&out);
                 }
-                Received::Quiet => {
+                Received::Quiet | Received::Deadline => {
                     if line.expired(Instant::now(), self.line_timeout) {
                         return conn.write_all(LINE_TIMEOUT);
                     }
                     if last_heard.elapsed() >= self.idle_timeout {
                         return conn.write_all(IDLE_TIMEOUT);
                     }
+                }
+                Received::Draining => {
+                    return self.say_goodbye(conn, &mut lines, &mut chunk, &mut out)
                 }
                 Received::Dismissed => return Ok(()),
             }

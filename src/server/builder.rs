@@ -71,8 +71,10 @@ impl ServerBuilder {
     }
 
     /// Serves `listener` instead of binding [`ServerBuilder::addr`]: a socket the
-    /// application already has, such as one inherited through socket activation or
-    /// from the process it upgrades (see [`deploy`](crate::deploy)). It is made
+    /// application already has — the one a program with its own accept loop bound
+    /// (tuned as it likes, its address already printed), or one inherited through
+    /// socket activation or from the process it upgrades (see
+    /// [`deploy`](crate::deploy)). It is made
     /// nonblocking; its backlog and options stay as they are. Keep no other copy of
     /// its descriptor: the socket must close when the server closes it, or clients
     /// connecting during the drain wait in a backlog nobody accepts from.
