@@ -51,7 +51,8 @@ pub struct StartupError {
     hook: String,
     source: BoxError,
     undone: Vec<StepRecord>,
-    tasks: TaskReport,
+    // Boxed: the error is returned through every startup hook's `?`.
+    tasks: Box<TaskReport>,
 }
 
 impl StartupError {
@@ -235,7 +236,7 @@ impl Lifecycle {
                     hook: name.to_owned(),
                     source,
                     undone,
-                    tasks,
+                    tasks: Box::new(tasks),
                 })
             }
         }

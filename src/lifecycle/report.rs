@@ -212,7 +212,7 @@ impl fmt::Display for Report {
             self.drain_time.as_millis(),
             self.total_time.as_millis(),
             self.drain.write_timeouts,
-            self.tasks.tasks.len(),
+            self.tasks.total(),
             self.tasks.failed(),
             self.tasks.panicked(),
             self.tasks.detached(),
