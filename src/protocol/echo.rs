@@ -242,8 +242,9 @@ impl Echo {
     }
 
     /// The goodbye line sent on shutdown; `\r\n` is added. Default
-    /// `Server is shutting down. Goodbye!`.
-    pub fn goodbye(mut self, text: &str) -> Self {
+    /// `Server is shutting down. Goodbye!`. [`Handler::goodbye`] returns it, with
+    /// its `\r\n`, as the bytes the server sends.
+    pub fn goodbye_line(mut self, text: &str) -> Self {
         self.goodbye = format!("{text}\r\n").into_bytes();
         self
     }
