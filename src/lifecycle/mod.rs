@@ -2,7 +2,7 @@
 //! resources closed last-in first-out, and one shutdown budget, ending in a report.
 //!
 //! The phases are those of the contract: **starting → serving → draining → cleanup →
-//! stopped**. [`Lifecycle::start`] runs a startup hook at once (so its value, a
+//! stopped**. [`Lifecycle::run_startup_hook`] runs a startup hook at once (so its value, a
 //! database pool say, can be handed to the server); when one fails, the resources
 //! registered so far are closed in reverse order and [`StartupError`] names the hook.
 //! [`Lifecycle::run`] / [`Lifecycle::run_with`] then wait for the shutdown token and
@@ -98,7 +98,7 @@ impl Error for StartupError {
 /// let mut life = Lifecycle::new(&shutdown).with_budget(Duration::from_secs(5));
 /// let closed = Arc::new(Mutex::new(Vec::new()));
 /// for name in ["database", "cache"] {
-///     life.start(name, || Ok::<_, std::io::Error>(()))?;
+///     life.run_startup_hook(name, || Ok::<_, std::io::Error>(()))?;
 ///     let closed = Arc::clone(&closed);
 ///     life.resource(name, Duration::from_secs(1), move || {
 ///         closed.lock().unwrap().push(name);
@@ -210,7 +210,7 @@ impl Lifecycle {
     /// so far are stopped and joined, the resources registered so far are closed in
     /// reverse order (each within its timeout), and a [`StartupError`] naming the hook
     /// is returned.
-    pub fn start<T, E, F>(&mut self, name: &str, hook: F) -> Result<T, StartupError>
+    pub fn run_startup_hook<T, E, F>(&mut self, name: &str, hook: F) -> Result<T, StartupError>
     where
         F: FnOnce() -> Result<T, E>,
         E: Into<BoxError>,
