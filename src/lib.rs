@@ -5,7 +5,7 @@
 //! When a signal (or your code) triggers the [`Shutdown`] token, the server stops
 //! accepting — after taking what waits in the kernel's backlog — lets every
 //! connection finish what it was doing, says goodbye, closes each socket without a
-//! reset, joins every thread against a deadline and hands back a [`Report`].
+//! reset, joins every thread against a deadline and hands back a [`ServerReport`].
 //!
 //! # A tour
 //!
@@ -88,10 +88,10 @@ mod threads;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use lifecycle::{DrainSummary, Lifecycle, StartupError};
+pub use lifecycle::{DrainSummary, Lifecycle, LifecycleReport, StartupError};
 pub use server::{
-    close_gracefully, take_backlog, Connection, Forced, Handler, Received, Report, Server,
-    ServerBuilder, ServerHandle, StartError, DEFAULT_WRITE_TIMEOUT,
+    close_gracefully, take_backlog, Connection, Forced, Handler, Received, Server, ServerBuilder,
+    ServerHandle, ServerReport, StartError, DEFAULT_WRITE_TIMEOUT,
 };
 pub use shutdown::{exit_code, Outcome, Reason, Shutdown};
 pub use signals::SignalError;

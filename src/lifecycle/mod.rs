@@ -38,7 +38,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-pub use report::{DrainSummary, Report, StepRecord};
+pub use report::{DrainSummary, LifecycleReport, StepRecord};
 use steps::{run_steps, step, Step};
 
 /// Default overall shutdown budget: Kubernetes' default grace period.
@@ -294,13 +294,13 @@ impl Lifecycle {
     }
 
     /// [`Lifecycle::run_with`] for a program without a server: nothing to drain.
-    pub fn run(self) -> Report {
+    pub fn run(self) -> LifecycleReport {
         self.run_with(|_| DrainSummary::default())
     }
 
     /// [`Lifecycle::run_with`] for a server: its join is the drain. Start the server
     /// with [`Lifecycle::drain_timeout`] as its drain timeout so both agree.
-    pub fn serve(self, server: ServerHandle) -> Report {
+    pub fn serve(self, server: ServerHandle) -> LifecycleReport {
         self.run_with(|_deadline| DrainSummary::from(&server.join()))
     }
 
@@ -313,7 +313,7 @@ impl Lifecycle {
     /// A forced shutdown (second signal) stops the wait for tasks; cleanup still runs
     /// within its bounds. Resources are closed even when a task was detached: it may
     /// find its resource closed, which is better than never flushing it.
-    pub fn run_with<D>(mut self, drain: D) -> Report
+    pub fn run_with<D>(mut self, drain: D) -> LifecycleReport
     where
         D: FnOnce(Instant) -> DrainSummary,
     {
@@ -354,7 +354,7 @@ impl Lifecycle {
         let save_state = run_steps(std::mem::take(&mut self.save_state), "save", budget_end);
         let finished = Instant::now();
 
-        let mut report = Report {
+        let mut report = LifecycleReport {
             reason,
             outcome: Outcome::Clean,
             drain: drain_summary,

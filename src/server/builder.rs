@@ -115,7 +115,7 @@ impl ServerBuilder {
     /// How long a write may go without the client taking a single byte before the
     /// connection is given up: dropped without a graceful close (the client, which
     /// is not reading, may see a reset) and counted in
-    /// [`Report::write_timeouts`](super::Report::write_timeouts).
+    /// [`ServerReport::write_timeouts`](super::ServerReport::write_timeouts).
     /// Measured between two successive bytes taken, not over a whole reply, so a
     /// slow client that keeps reading is never cut; like nginx's `send_timeout`.
     /// Without it, every client that stops reading holds a worker until a forced

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::pool::Job;
-use super::report::{Report, Stats};
+use super::report::{ServerReport, Stats};
 use super::state::ServerState;
 use crate::shutdown::{Outcome, Reason, Shutdown};
 use crate::threads::{deadline_after, Crew, JoinEnd};
@@ -101,7 +101,7 @@ impl ServerHandle {
     /// deadline, and reports. Past the deadline, or on a force (second signal),
     /// connections are force-closed, threads get a short grace, and the ones still
     /// running are detached and named in the log.
-    pub fn join(self) -> Report {
+    pub fn join(self) -> ServerReport {
         self.shutdown.wait();
         let started = self.shutdown.triggered_at().unwrap_or_else(Instant::now);
         log::info!("draining: finishing requests in flight, then saying goodbye");
@@ -180,7 +180,7 @@ impl ServerHandle {
         for name in &detached {
             log::warn!("thread {name} did not stop in time; detached");
         }
-        let report = Report {
+        let report = ServerReport {
             reason: shutdown.reason().unwrap_or(Reason::Trigger),
             outcome,
             accepted: stats.accepted.load(Ordering::Relaxed),

@@ -43,7 +43,7 @@
 //! 7. **Joins.** Every thread is joined against the deadline (plus a short grace
 //!    after a force); a thread still running is named in the log and detached, never
 //!    waited for forever.
-//! 8. **Report.** [`ServerHandle::join`] returns the [`Report`]: what started the
+//! 8. **Report.** [`ServerHandle::join`] returns the [`ServerReport`]: what started the
 //!    shutdown, how it ended (which decides the exit code), and the counts.
 
 mod accept;
@@ -71,7 +71,7 @@ pub use handle::ServerHandle;
 pub use handler::Handler;
 pub(crate) use listener::bind;
 pub(crate) use report::BacklogLeft;
-pub use report::Report;
+pub use report::ServerReport;
 
 /// The entry point: `Server::builder()`.
 #[derive(Debug)]
