@@ -288,7 +288,7 @@ impl<'a> Connection<'a> {
         if self.is_forced() {
             return true;
         }
-        let (server_forced, app_forced) = (self.draining.forced(), self.app.forced());
+        let (server_forced, app_forced) = (self.draining.when_forced(), self.app.when_forced());
         crossbeam_channel::select! {
             recv(server_forced) -> _ => true,
             recv(app_forced) -> _ => true,

@@ -124,7 +124,7 @@ impl ServerHandle {
             &state,
             config.linger,
             deadline,
-            &shutdown.forced(),
+            &shutdown.when_forced(),
         );
         let outcome = match end {
             JoinEnd::AllExited => Outcome::Clean,
@@ -220,7 +220,7 @@ fn drain(
     // Draining begins in the acceptor, after the readiness delay, with the flag that
     // idle workers check under their slot lock: dismissing before it is set could
     // miss a worker about to go idle. A force makes the acceptor set it at once.
-    let draining = state.draining.triggered();
+    let draining = state.draining.when_triggered();
     crossbeam_channel::select! {
         recv(draining) -> _ => {}
         recv(forced) -> _ => {}

@@ -147,7 +147,7 @@ impl TaskGroup {
     ///
     /// The task should return soon after the token is triggered: wait on it with
     /// [`Shutdown::wait_timeout`] between units of work, or select on
-    /// [`Shutdown::triggered`] beside its own channels.
+    /// [`Shutdown::when_triggered`] beside its own channels.
     ///
     /// # Errors
     /// [`SpawnError`] if the operating system cannot start the thread.
@@ -217,7 +217,7 @@ impl TaskGroup {
     pub(crate) fn join_until(&mut self, deadline: Instant) -> TaskReport {
         let started = Instant::now();
         let mut crew = std::mem::replace(&mut self.crew, Crew::with_prefix("task:"));
-        let end = crew.join_until(deadline, &self.shutdown.forced());
+        let end = crew.join_until(deadline, &self.shutdown.when_forced());
         let aborted_by_force = end == JoinEnd::Aborted;
         if aborted_by_force {
             log::warn!(
