@@ -16,13 +16,21 @@ use std::io;
 /// [`Forced::is`]:
 ///
 /// ```
-/// use std::io;
-/// use lameduck::Forced;
+/// use std::io::{BufRead, BufReader};
+/// use std::net::{TcpListener, TcpStream};
+/// use std::time::Duration;
+/// use lameduck::{Connection, Forced, Shutdown};
 ///
-/// fn stop_now(err: &io::Error) -> bool {
-///     Forced::is(err)
-/// }
-/// assert!(!stop_now(&io::Error::from(io::ErrorKind::ConnectionAborted)));
+/// let listener = TcpListener::bind("127.0.0.1:0")?;
+/// let _client = TcpStream::connect(listener.local_addr()?)?;
+/// let shutdown = Shutdown::new();
+/// let mut conn = Connection::from_stream(listener.accept()?.0, &shutdown, Duration::from_millis(50))?;
+/// shutdown.force();
+/// let mut line = String::new();
+/// // `read_line` would retry an `Interrupted` error for ever; this one ends it.
+/// let err = BufReader::new(&mut conn).read_line(&mut line).unwrap_err();
+/// assert!(Forced::is(&err));
+/// # Ok::<(), std::io::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Forced;
