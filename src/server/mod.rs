@@ -6,7 +6,9 @@
 //! and `lameduck-refuser` (turns clients away when everything is full, see `busy`).
 //! They share one `ServerState` (see `state`). A protocol plugs in as a
 //! [`Handler`], which the pool calls with one [`Connection`] at a time.
-//! [`ServerHandle::join`] (in `handle`) carries out the drain.
+//! [`ServerHandle::join`] (in `handle`) carries out the drain. The parts a program
+//! with its own accept loop can use on plain streams are public: [`take_backlog`]
+//! (in `accept`), [`close_gracefully`] (in `close`), [`Connection::from_stream`].
 //!
 //! # The drain, from signal to report
 //!
