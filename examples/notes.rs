@@ -247,7 +247,7 @@ fn run(args: Args) -> Result<u8, Box<dyn Error>> {
     let mut life = Lifecycle::new(&shutdown).with_budget(args.shutdown_timeout);
 
     // starting: open the database; its close is registered as soon as it exists.
-    let db = Arc::new(life.start("open database", || Db::open(&args.db))?);
+    let db = Arc::new(life.run_startup_hook("open database", || Db::open(&args.db))?);
     let closing = Arc::clone(&db);
     life.resource("database", Duration::from_secs(5), move || closing.close());
     let checkpointing = Arc::clone(&db);

@@ -5,7 +5,7 @@
 //! When a signal (or your code) triggers the [`Shutdown`] token, the server stops
 //! accepting — after taking what waits in the kernel's backlog — lets every
 //! connection finish what it was doing, says goodbye, closes each socket without a
-//! reset, joins every thread against a deadline and hands back a [`Report`].
+//! reset, joins every thread against a deadline and hands back a [`ServerReport`].
 //!
 //! # A tour
 //!
@@ -41,6 +41,29 @@
 //! assert_eq!(report.exit_code(), 0);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Logging
+//!
+//! lameduck reports what it does — the drain, connections forced, threads detached,
+//! failed tasks and hooks — through the [`log`](https://docs.rs/log) crate, and a
+//! library does not pick the logger: until the program installs one, none of it is
+//! seen. With `env_logger` it is one line at the start of `main` (`RUST_LOG` then
+//! overrides the level):
+//!
+//! ```no_run
+//! env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+//! ```
+//!
+//! # A program with its own accept loop
+//!
+//! The server's parts work on plain `std::net` streams for a program that keeps its
+//! own loop (see `examples/own_loop.rs`): [`take_backlog`] takes whoever already
+//! connected before the listener is closed, [`Connection::from_stream`] gives a
+//! stream the reads that notice the drain (`io::Read`, so `BufReader` keeps a partial
+//! line) and the goodbye, [`close_gracefully`] closes without a reset, and a
+//! [`TaskGroup`] runs a thread per connection without growing.
+//! [`ServerBuilder::listener`] hands a listener the program already has to a
+//! [`Server`].
 //!
 //! # Layout
 //! Lowest layer first: each module is built only on the ones listed before it, so
@@ -88,11 +111,13 @@ mod threads;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
-pub use lifecycle::{DrainSummary, Lifecycle, StartupError};
+pub use lifecycle::{DrainSummary, Lifecycle, LifecycleReport, StartupError};
 pub use server::{
-    Connection, Handler, Received, Report, Server, ServerBuilder, ServerHandle, StartError,
-    DEFAULT_WRITE_TIMEOUT,
+    close_gracefully, take_backlog, Connection, Forced, Handler, Received, Server, ServerBuilder,
+    ServerHandle, ServerReport, StartError, DEFAULT_WRITE_TIMEOUT,
 };
 pub use shutdown::{exit_code, Outcome, Reason, Shutdown};
 pub use signals::SignalError;
-pub use supervisor::{BoxError, OnFailure, SpawnError, TaskGroup, TaskReport, TaskResult};
+pub use supervisor::{
+    BoxError, OnFailure, SpawnError, TaskGroup, TaskOutcome, TaskReport, TaskResult,
+};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use in_process::{assert_eof, read_reply};
 use lameduck::protocol::http::*;
-use lameduck::{Report, Server, ServerHandle, Shutdown};
+use lameduck::{Server, ServerHandle, ServerReport, Shutdown};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -43,7 +43,7 @@ impl Running {
     }
 
     /// Drains the server and returns its report.
-    fn stop(mut self) -> Report {
+    fn stop(mut self) -> ServerReport {
         self.shutdown.trigger();
         self.server.take().expect("the server is running").join()
     }

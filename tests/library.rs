@@ -22,7 +22,8 @@ impl Handler for Fragile {
                 Received::Data(n) if buf[..n].starts_with(b"boom") => panic!("asked to"),
                 Received::Data(n) => conn.write_all(&buf[..n])?,
                 Received::Eof => return Ok(()),
-                Received::Quiet | Received::Dismissed => {}
+                Received::Quiet | Received::Deadline | Received::Draining | Received::Dismissed => {
+                }
             }
         }
     }
@@ -104,4 +105,73 @@ fn a_server_serves_a_listener_the_program_already_has() {
     assert_eq!(report.reason, Reason::Upgrade);
     assert_eq!(report.outcome, Outcome::Clean);
     assert_eq!(report.exit_code(), 0);
+}
+
+/// Reads lines through `BufRead`, answers with `write!`, and after its first line
+/// waits for the drain to begin before answering — so the drain finds it busy, not
+/// idle, and the server cannot say the goodbye for it.
+struct LinesUntilDrain {
+    got_first: crossbeam_channel::Sender<()>,
+}
+
+impl Handler for LinesUntilDrain {
+    fn handle(&self, conn: &mut Connection) -> io::Result<()> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut reader = BufReader::new(conn);
+        let mut line = String::new();
+        let mut first = true;
+        while reader.read_line(&mut line)? > 0 {
+            if std::mem::take(&mut first) {
+                let _ = self.got_first.send(());
+                let deadline = std::time::Instant::now() + in_process::PATIENCE;
+                while !reader.get_ref().is_draining() && std::time::Instant::now() < deadline {
+                    std::thread::yield_now();
+                }
+            }
+            write!(reader.get_mut(), "{}\r\n", line.trim().to_uppercase())?;
+            line.clear();
+        }
+        Ok(())
+    }
+
+    fn busy_reply(&self) -> &[u8] {
+        b"busy\r\n"
+    }
+
+    fn goodbye(&self) -> &[u8] {
+        b"bye\r\n"
+    }
+}
+
+/// A handler written with `BufReader` and `write!` is told nothing about the drain,
+/// yet the line it has already received is answered and its goodbye said: the read
+/// that finds the drain takes what waits in the socket once, then says the goodbye
+/// and returns `Ok(0)`.
+#[test]
+fn an_io_read_handler_answers_what_was_sent_then_says_its_goodbye() {
+    let shutdown = Shutdown::new();
+    let (got_first, first_seen) = crossbeam_channel::bounded(1);
+    let server = Server::builder()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .workers(1)
+        .start(LinesUntilDrain { got_first }, &shutdown)
+        .unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"first\n").unwrap();
+    first_seen
+        .recv_timeout(in_process::PATIENCE)
+        .expect("the handler read the first line");
+    // Sent before the drain: owed an answer, although the handler reads it only
+    // once draining has begun.
+    client.send(b"second\n").unwrap();
+    shutdown.trigger();
+    assert_eq!(client.expect_line(), "FIRST\r\n");
+    assert_eq!(client.expect_line(), "SECOND\r\n");
+    let (rest, end) = client.rest();
+    assert_eq!(String::from_utf8_lossy(&rest), "bye\r\n");
+    assert_eq!(end, End::Eof);
+    drop(client);
+    let report = server.join();
+    assert_eq!(report.outcome, Outcome::Clean);
+    assert_eq!(report.drained, 1);
 }

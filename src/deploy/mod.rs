@@ -58,7 +58,7 @@ use std::sync::Weak;
 use std::thread;
 use std::time::Duration;
 
-use crate::lifecycle::{Lifecycle, Report};
+use crate::lifecycle::{Lifecycle, LifecycleReport};
 use crate::server::ServerHandle;
 use crate::shutdown::{Reason, Shutdown};
 use pid_file::PidFile;
@@ -394,7 +394,7 @@ impl Deployed {
     /// Tells the service manager the process has stopped (unless it handed over to a
     /// successor, which is the service now), removes the pid file if it still names
     /// this process, and stops watching for SIGUSR2.
-    pub fn finish(mut self, report: &Report) {
+    pub fn finish(mut self, report: &LifecycleReport) {
         if report.reason != Reason::Upgrade {
             #[cfg(unix)]
             self.notifier.send(&format!(

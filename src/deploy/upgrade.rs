@@ -114,7 +114,7 @@ impl Upgrader {
                 Ok(Heard::Closed) | Err(_) => Err(exit_status(&mut child, deadline)),
                 Ok(Heard::Failed(err)) => Err(UpgradeError::Spawn(err)),
             },
-            recv(shutdown.triggered()) -> _ => Err(UpgradeError::ShuttingDown),
+            recv(shutdown.when_triggered()) -> _ => Err(UpgradeError::ShuttingDown),
             default(self.timeout) => Err(UpgradeError::TimedOut(self.timeout)),
         };
         if outcome.is_err() {

@@ -49,7 +49,7 @@ pub(super) struct Stage {
 
 impl Stage {
     pub(super) fn run(self, upgrades: &crossbeam_channel::Receiver<()>, budget: Duration) {
-        let triggered = self.shutdown.triggered();
+        let triggered = self.shutdown.when_triggered();
         loop {
             crossbeam_channel::select! {
                 recv(triggered) -> _ => break,

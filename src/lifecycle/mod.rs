@@ -2,7 +2,7 @@
 //! resources closed last-in first-out, and one shutdown budget, ending in a report.
 //!
 //! The phases are those of the contract: **starting → serving → draining → cleanup →
-//! stopped**. [`Lifecycle::start`] runs a startup hook at once (so its value, a
+//! stopped**. [`Lifecycle::run_startup_hook`] runs a startup hook at once (so its value, a
 //! database pool say, can be handed to the server); when one fails, the resources
 //! registered so far are closed in reverse order and [`StartupError`] names the hook.
 //! [`Lifecycle::run`] / [`Lifecycle::run_with`] then wait for the shutdown token and
@@ -38,7 +38,7 @@ mod steps;
 #[cfg(test)]
 mod tests;
 
-pub use report::{DrainSummary, Report, StepRecord};
+pub use report::{DrainSummary, LifecycleReport, StepRecord};
 use steps::{run_steps, step, Step};
 
 /// Default overall shutdown budget: Kubernetes' default grace period.
@@ -51,7 +51,8 @@ pub struct StartupError {
     hook: String,
     source: BoxError,
     undone: Vec<StepRecord>,
-    tasks: TaskReport,
+    // Boxed: the error is returned through every startup hook's `?`.
+    tasks: Box<TaskReport>,
 }
 
 impl StartupError {
@@ -97,7 +98,7 @@ impl Error for StartupError {
 /// let mut life = Lifecycle::new(&shutdown).with_budget(Duration::from_secs(5));
 /// let closed = Arc::new(Mutex::new(Vec::new()));
 /// for name in ["database", "cache"] {
-///     life.start(name, || Ok::<_, std::io::Error>(()))?;
+///     life.run_startup_hook(name, || Ok::<_, std::io::Error>(()))?;
 ///     let closed = Arc::clone(&closed);
 ///     life.resource(name, Duration::from_secs(1), move || {
 ///         closed.lock().unwrap().push(name);
@@ -209,7 +210,7 @@ impl Lifecycle {
     /// so far are stopped and joined, the resources registered so far are closed in
     /// reverse order (each within its timeout), and a [`StartupError`] naming the hook
     /// is returned.
-    pub fn start<T, E, F>(&mut self, name: &str, hook: F) -> Result<T, StartupError>
+    pub fn run_startup_hook<T, E, F>(&mut self, name: &str, hook: F) -> Result<T, StartupError>
     where
         F: FnOnce() -> Result<T, E>,
         E: Into<BoxError>,
@@ -235,7 +236,7 @@ impl Lifecycle {
                     hook: name.to_owned(),
                     source,
                     undone,
-                    tasks,
+                    tasks: Box::new(tasks),
                 })
             }
         }
@@ -293,13 +294,13 @@ impl Lifecycle {
     }
 
     /// [`Lifecycle::run_with`] for a program without a server: nothing to drain.
-    pub fn run(self) -> Report {
+    pub fn run(self) -> LifecycleReport {
         self.run_with(|_| DrainSummary::default())
     }
 
     /// [`Lifecycle::run_with`] for a server: its join is the drain. Start the server
     /// with [`Lifecycle::drain_timeout`] as its drain timeout so both agree.
-    pub fn serve(self, server: ServerHandle) -> Report {
+    pub fn serve(self, server: ServerHandle) -> LifecycleReport {
         self.run_with(|_deadline| DrainSummary::from(&server.join()))
     }
 
@@ -312,7 +313,7 @@ impl Lifecycle {
     /// A forced shutdown (second signal) stops the wait for tasks; cleanup still runs
     /// within its bounds. Resources are closed even when a task was detached: it may
     /// find its resource closed, which is better than never flushing it.
-    pub fn run_with<D>(mut self, drain: D) -> Report
+    pub fn run_with<D>(mut self, drain: D) -> LifecycleReport
     where
         D: FnOnce(Instant) -> DrainSummary,
     {
@@ -353,7 +354,7 @@ impl Lifecycle {
         let save_state = run_steps(std::mem::take(&mut self.save_state), "save", budget_end);
         let finished = Instant::now();
 
-        let mut report = Report {
+        let mut report = LifecycleReport {
             reason,
             outcome: Outcome::Clean,
             drain: drain_summary,

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::server;
+use crate::server::{self, ServerReport};
 use crate::shutdown::{exit_code, Outcome, Reason};
 use crate::supervisor::{TaskOutcome, TaskReport};
 
@@ -27,7 +27,7 @@ pub struct DrainSummary {
     pub detached_threads: u64,
     /// Connections left in the listener's backlog when the drain gave up on them;
     /// `None` if they could not be counted (see
-    /// [`server::Report::backlog_left`]).
+    /// [`ServerReport::backlog_left`]).
     pub backlog_left: Option<u64>,
     /// From the start of draining to the last connection closed, if the drain measured
     /// it; otherwise the lifecycle uses the time until the closure returned.
@@ -54,8 +54,8 @@ impl Default for DrainSummary {
     }
 }
 
-impl From<&server::Report> for DrainSummary {
-    fn from(report: &server::Report) -> Self {
+impl From<&ServerReport> for DrainSummary {
+    fn from(report: &ServerReport) -> Self {
         DrainSummary {
             drained: report.drained,
             panics: report.panics,
@@ -70,7 +70,7 @@ impl From<&server::Report> for DrainSummary {
     }
 }
 
-/// One hook or resource close in a [`Report`].
+/// One hook or resource close in a [`LifecycleReport`].
 #[derive(Debug)]
 pub struct StepRecord {
     /// The name it was registered under; its thread is `<kind>:<name>`.
@@ -91,7 +91,7 @@ pub struct StepRecord {
 /// where it cannot be counted). No value contains a space.
 #[derive(Debug)]
 #[must_use = "print the report and exit with its exit code"]
-pub struct Report {
+pub struct LifecycleReport {
     /// What started the shutdown.
     pub reason: Reason,
     /// How it ended.
@@ -118,7 +118,7 @@ pub struct Report {
     pub total_time: Duration,
 }
 
-impl Report {
+impl LifecycleReport {
     fn steps(&self) -> impl Iterator<Item = &StepRecord> {
         self.shutdown_hooks
             .iter()
@@ -194,7 +194,7 @@ impl Report {
     }
 }
 
-impl fmt::Display for Report {
+impl fmt::Display for LifecycleReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
@@ -212,7 +212,7 @@ impl fmt::Display for Report {
             self.drain_time.as_millis(),
             self.total_time.as_millis(),
             self.drain.write_timeouts,
-            self.tasks.tasks.len(),
+            self.tasks.total(),
             self.tasks.failed(),
             self.tasks.panicked(),
             self.tasks.detached(),

@@ -44,7 +44,7 @@ fn startup_runs_in_order_and_resources_close_in_reverse() {
     let mut life = Lifecycle::new(&shutdown);
     for name in ["config", "database", "cache"] {
         let value = life
-            .start(name, || {
+            .run_startup_hook(name, || {
                 events.push(format!("open {name}"));
                 Ok::<_, io::Error>(name.len())
             })
@@ -77,11 +77,12 @@ fn a_failing_startup_hook_undoes_the_ones_before_it_in_reverse() {
     let events = Events::default();
     let mut life = Lifecycle::new(&shutdown);
     for name in ["database", "cache"] {
-        life.start(name, || Ok::<_, io::Error>(())).unwrap();
+        life.run_startup_hook(name, || Ok::<_, io::Error>(()))
+            .unwrap();
         life.resource(name, SECOND, events.closer(&format!("close {name}")));
     }
     let err = life
-        .start("queue", || {
+        .run_startup_hook("queue", || {
             Err::<(), _>(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 "broker refused",
@@ -119,7 +120,7 @@ fn a_failing_startup_hook_stops_tasks_before_closing_resources() {
     })
     .unwrap();
     let err = life
-        .start("cache", || Err::<(), _>("cache unreachable"))
+        .run_startup_hook("cache", || Err::<(), _>("cache unreachable"))
         .unwrap_err();
     assert_eq!(err.tasks().finished(), 1);
     assert_eq!(events.list(), ["warmer stopped", "close database"]);

@@ -242,8 +242,9 @@ impl Echo {
     }
 
     /// The goodbye line sent on shutdown; `\r\n` is added. Default
-    /// `Server is shutting down. Goodbye!`.
-    pub fn goodbye(mut self, text: &str) -> Self {
+    /// `Server is shutting down. Goodbye!`. [`Handler::goodbye`] returns it, with
+    /// its `\r\n`, as the bytes the server sends.
+    pub fn goodbye_line(mut self, text: &str) -> Self {
         self.goodbye = format!("{text}\r\n").into_bytes();
         self
     }
@@ -266,7 +267,7 @@ impl Echo {
                 }
             }
             Received::Eof => lines.finish(out),
-            Received::Quiet | Received::Dismissed => {}
+            Received::Quiet | Received::Deadline | Received::Draining | Received::Dismissed => {}
         }
         out.extend_from_slice(&self.goodbye);
         conn.write_all(out)
@@ -309,13 +310,16 @@ impl Handler for Echo {
                     lines.finish(&mut out);
                     return conn.write_all(&out);
                 }
-                Received::Quiet => {
+                Received::Quiet | Received::Deadline => {
                     if line.expired(Instant::now(), self.line_timeout) {
                         return conn.write_all(LINE_TIMEOUT);
                     }
                     if last_heard.elapsed() >= self.idle_timeout {
                         return conn.write_all(IDLE_TIMEOUT);
                     }
+                }
+                Received::Draining => {
+                    return self.say_goodbye(conn, &mut lines, &mut chunk, &mut out)
                 }
                 Received::Dismissed => return Ok(()),
             }

@@ -4,7 +4,7 @@
 //! between retries, and how the failures are logged without burying the log.
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use super::pool::Job;
@@ -26,11 +26,21 @@ pub(crate) enum Accepted {
 }
 
 pub(crate) fn accept_one(listener: &TcpListener) -> Accepted {
+    match accept_stream(listener) {
+        Ok(Some((stream, peer))) => Accepted::One(Job::new(stream, peer)),
+        Ok(None) => Accepted::Nothing,
+        Err(err) => Accepted::Failed(err),
+    }
+}
+
+/// One connection from a nonblocking listener; `None` when the backlog is empty.
+/// The errors of a single connection are skipped, the rest returned.
+fn accept_stream(listener: &TcpListener) -> io::Result<Option<(TcpStream, SocketAddr)>> {
     loop {
         match listener.accept() {
-            Ok((stream, peer)) => return Accepted::One(Job::new(stream, peer)),
+            Ok(accepted) => return Ok(Some(accepted)),
             Err(err) => match err.kind() {
-                io::ErrorKind::WouldBlock => return Accepted::Nothing,
+                io::ErrorKind::WouldBlock => return Ok(None),
                 // A signal landed mid-call: nothing happened, ask again.
                 io::ErrorKind::Interrupted => continue,
                 // The client gave up while in the backlog: its problem, not ours.
@@ -38,8 +48,61 @@ pub(crate) fn accept_one(listener: &TcpListener) -> Accepted {
                 // Linux hands a connection's pending network error to accept; the
                 // next connection is unaffected (accept(2), "Error handling").
                 _ if connection_failed(&err) => continue,
-                _ => return Accepted::Failed(err),
+                _ => return Err(err),
             },
+        }
+    }
+}
+
+/// Takes every connection waiting in `listener`'s backlog, for a program with its
+/// own accept loop to serve before it closes the listener: a listener closed with
+/// clients still in its backlog resets them, on Linux, although their connect
+/// succeeded. The server does the same as it stops accepting.
+///
+/// The listener is made nonblocking (the call returns when the backlog is empty);
+/// the streams returned are blocking, as `accept` returns them on Linux. Errors of a
+/// single connection (a client that gave up while it waited) are skipped. Running
+/// out of descriptors (or any other failure of the listener) ends the taking early,
+/// with a warning in the log: what is left in the backlog is reset by the close.
+///
+/// ```no_run
+/// use std::net::TcpListener;
+///
+/// let listener = TcpListener::bind("127.0.0.1:7000")?;
+/// // ... accept and serve until the shutdown is triggered, then:
+/// let waiting = lameduck::take_backlog(&listener)?;
+/// drop(listener); // nobody is reset: they are all in `waiting`
+/// for (stream, peer) in waiting {
+///     // serve `stream` like any other connection, with the goodbye
+/// #   let _ = (stream, peer);
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+///
+/// # Errors
+/// Only if the listener cannot be made nonblocking.
+pub fn take_backlog(listener: &TcpListener) -> io::Result<Vec<(TcpStream, SocketAddr)>> {
+    listener.set_nonblocking(true)?;
+    let mut taken = Vec::new();
+    loop {
+        match accept_stream(listener) {
+            Ok(Some((stream, peer))) => {
+                // BSDs hand out the listener's nonblocking flag with the connection.
+                if let Err(err) = stream.set_nonblocking(false) {
+                    log::debug!("{peer}: cannot make the connection blocking: {err}");
+                    continue;
+                }
+                taken.push((stream, peer));
+            }
+            Ok(None) => return Ok(taken),
+            Err(err) => {
+                log::warn!(
+                    "took {} connection(s) from the backlog, then accept failed: {err}; \
+                     the rest is reset when the listener closes",
+                    taken.len()
+                );
+                return Ok(taken);
+            }
         }
     }
 }
@@ -168,5 +231,44 @@ impl FailureLog {
         );
         self.repeats = 0;
         self.window = Some(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    #[test]
+    fn the_backlog_is_taken_whole_and_nobody_in_it_is_reset() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut clients: Vec<TcpStream> =
+            (0..3).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        // The kernel may queue a connection a moment after its connect returns:
+        // take until all three are in hand, within a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut taken = Vec::new();
+        while taken.len() < 3 && Instant::now() < deadline {
+            taken.extend(take_backlog(&listener).unwrap());
+        }
+        assert_eq!(taken.len(), 3);
+        drop(listener);
+        for (mut stream, _) in taken {
+            stream.write_all(b"served\n").unwrap();
+            drop(stream);
+        }
+        for client in &mut clients {
+            client
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut seen = Vec::new();
+            client.read_to_end(&mut seen).expect("EOF, not a reset");
+            assert_eq!(seen, b"served\n");
+        }
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "the listener is closed: later clients are refused"
+        );
     }
 }

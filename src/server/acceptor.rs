@@ -115,12 +115,12 @@ impl Acceptor {
     /// free) or for `until`, never past the end of a readiness delay.
     fn pause(&self, until: Until, wait: Duration) {
         let (fires, wait) = match until {
-            Until::Trigger => (self.state.app.triggered(), wait),
+            Until::Trigger => (self.state.app.when_triggered(), wait),
             Until::Delay(end) => (
-                self.state.app.forced(),
+                self.state.app.when_forced(),
                 wait.min(end.saturating_duration_since(Instant::now())),
             ),
-            Until::Forced => (self.state.draining.forced(), wait),
+            Until::Forced => (self.state.draining.when_forced(), wait),
         };
         crossbeam_channel::select! {
             recv(self.freed) -> _ => {}
@@ -306,7 +306,7 @@ impl Acceptor {
                  backlog, the rest (uncounted on this platform) reset by the close"
             ),
         }
-        let forced = state.draining.forced();
+        let forced = state.draining.when_forced();
         let mut taken = taken.into_iter();
         for job in taken.by_ref() {
             // Past the limit: nothing new is accepted, and these were waiting already.

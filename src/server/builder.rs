@@ -71,8 +71,10 @@ impl ServerBuilder {
     }
 
     /// Serves `listener` instead of binding [`ServerBuilder::addr`]: a socket the
-    /// application already has, such as one inherited through socket activation or
-    /// from the process it upgrades (see [`deploy`](crate::deploy)). It is made
+    /// application already has — the one a program with its own accept loop bound
+    /// (tuned as it likes, its address already printed), or one inherited through
+    /// socket activation or from the process it upgrades (see
+    /// [`deploy`](crate::deploy)). It is made
     /// nonblocking; its backlog and options stay as they are. Keep no other copy of
     /// its descriptor: the socket must close when the server closes it, or clients
     /// connecting during the drain wait in a backlog nobody accepts from.
@@ -113,7 +115,7 @@ impl ServerBuilder {
     /// How long a write may go without the client taking a single byte before the
     /// connection is given up: dropped without a graceful close (the client, which
     /// is not reading, may see a reset) and counted in
-    /// [`Report::write_timeouts`](super::Report::write_timeouts).
+    /// [`ServerReport::write_timeouts`](super::ServerReport::write_timeouts).
     /// Measured between two successive bytes taken, not over a whole reply, so a
     /// slow client that keeps reading is never cut; like nginx's `send_timeout`.
     /// Without it, every client that stops reading holds a worker until a forced

@@ -4,19 +4,33 @@
 //! quiet client notices draining within a tick. Every write is bounded the same way,
 //! and a write that makes no progress for the write timeout gives the connection up:
 //! a client that stops reading holds its worker for that long, not until a forced
-//! shutdown (see [`Connection::write_all`]). The close is
-//! the one a client needs to read every reply: shut down our write side (the client reads EOF after every
-//! reply), discard what it still sends for a bounded linger, then close. Closing a
-//! socket with unread input makes Linux send a reset, which can destroy replies the
-//! client has not read yet; the linger is what prevents it.
+//! shutdown (see [`Connection::write_all`]). The close is the graceful one of
+//! `close`: FIN, a bounded linger, then close, never a reset.
+//!
+//! A connection also implements `io::Read` and `io::Write` (in `connection/io`), for
+//! handlers written with `BufReader` and `write!`, and can be made from a plain
+//! `TcpStream` by a program with its own accept loop ([`Connection::from_stream`]).
+//!
+//! This file is over 400 lines because the connection's reads (tick, deadline,
+//! dismissal, polling) and writes (the stall clock) share its fields and invariants;
+//! the `io` traits and the tests live in `connection/`.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use super::builder::DEFAULT_WRITE_TIMEOUT;
+use super::close::is_timeout;
+use super::close::linger_close;
+use super::forced::Forced;
 use super::registry::{SlotGuard, State};
 use crate::shutdown::Shutdown;
+
+mod io_traits;
+#[cfg(test)]
+mod tests;
 
 /// How long a worker keeps polling for the next request before it sleeps in `read`,
 /// when a core is free: about two loopback round trips.
@@ -32,7 +46,7 @@ pub(crate) struct Spin<'a> {
     pub(crate) cores: usize,
 }
 
-/// What one [`Connection::read`] produced.
+/// What one read of a [`Connection`] produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub enum Received {
@@ -40,9 +54,16 @@ pub enum Received {
     Data(usize),
     /// The client closed its side: nothing more will come.
     Eof,
-    /// A tick passed without data (or draining has begun): check
-    /// [`Connection::is_draining`] and timeouts.
+    /// A tick passed without data: check [`Connection::is_draining`] and any clock of
+    /// your own, then read again.
     Quiet,
+    /// The deadline of [`Connection::set_deadline`] passed without data: the
+    /// handler's own wait (an idle or a header timeout) is over.
+    Deadline,
+    /// Only from [`Connection::read_request`]: draining had already begun when the
+    /// handler came back for its next request, so nothing was read. Answer what the
+    /// client already sent ([`Connection::read_pending`]), say goodbye and return.
+    Draining,
     /// Only from [`Connection::read_request`]: while the handler waited between
     /// requests, draining began and the server sent the handler's goodbye on its
     /// behalf. Anything the client sent after it crossed the goodbye and is dropped.
@@ -52,6 +73,12 @@ pub enum Received {
 
 /// A client connection lent to a [`Handler`](crate::Handler) for the length of one
 /// `handle` call. The server closes it gracefully when the handler returns `Ok`.
+///
+/// Besides its own reads (which say what happened as a [`Received`]), it implements
+/// [`io::Read`] and [`io::Write`], so a handler can wrap it in a `BufReader` and
+/// answer with `write!`. Once the shutdown is forced every read and write fails with
+/// [`Forced`]. A program with its own accept loop makes one from a plain stream with
+/// [`Connection::from_stream`].
 #[derive(Debug)]
 pub struct Connection<'a> {
     stream: TcpStream,
@@ -68,7 +95,7 @@ pub struct Connection<'a> {
     deadline: Option<Instant>,
     /// This connection's entry in the registry, for dismissal while idle.
     slot: Option<SlotGuard<'a>>,
-    /// Our side already sent FIN (a dismissal did).
+    /// Our side already sent FIN (a dismissal did, or a goodbye said by a read).
     write_closed: bool,
     /// When the last [`Connection::write_all`] finished, or the connection started:
     /// a keep-alive grace counts from the last reply, and a client that has just
@@ -79,6 +106,15 @@ pub struct Connection<'a> {
     draining: Shutdown,
     /// The application's token, for handlers that report readiness.
     app: Shutdown,
+    /// The handler's goodbye, said by an `io::Read` read that finds the server
+    /// draining between requests.
+    goodbye: Cow<'a, [u8]>,
+    /// For `io::Read`: data was read since the last write, so the next read is in
+    /// the middle of a request, which a drain lets finish.
+    in_request: bool,
+    /// For `io::Read`: the one non-blocking read owed to a draining connection
+    /// before its goodbye has been made.
+    pending_read_done: bool,
 }
 
 /// The deadlines of a connection's blocking calls.
@@ -137,14 +173,6 @@ impl std::fmt::Display for WriteStalled {
 
 impl std::error::Error for WriteStalled {}
 
-fn is_timeout(err: &io::Error) -> bool {
-    // SO_RCVTIMEO/SO_SNDTIMEO expiry is EAGAIN on Unix and WSAETIMEDOUT on Windows.
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
-}
-
 impl<'a> Connection<'a> {
     pub(crate) fn new(
         stream: TcpStream,
@@ -176,7 +204,59 @@ impl<'a> Connection<'a> {
             spin,
             draining,
             app,
+            goodbye: Cow::Borrowed(&[]),
+            in_request: false,
+            pending_read_done: false,
         })
+    }
+
+    /// A connection on a stream a program accepted itself, outside any server: the
+    /// reads, writes, goodbye and graceful close of a handler's connection, for a
+    /// program with its own accept loop. `shutdown` is the program's token: its
+    /// trigger is the drain, its force the force.
+    ///
+    /// Without a server to dismiss it, a connection waiting between requests notices
+    /// the drain at its next read timeout, so `tick` is how late that may be (100 ms
+    /// costs an idle connection ten wake-ups a second). Writes give up on a client
+    /// that reads nothing for [`DEFAULT_WRITE_TIMEOUT`]. Set the goodbye with
+    /// [`Connection::with_goodbye`] and finish with [`Connection::close_gracefully`].
+    ///
+    /// # Errors
+    /// The socket's, when it cannot be tuned (blocking, `TCP_NODELAY`, timeouts) or
+    /// has no peer address.
+    pub fn from_stream(
+        stream: TcpStream,
+        shutdown: &Shutdown,
+        tick: Duration,
+    ) -> io::Result<Connection<'static>> {
+        let peer = stream.peer_addr()?;
+        let timeouts = Timeouts {
+            tick: tick.max(Duration::from_millis(1)),
+            write: DEFAULT_WRITE_TIMEOUT,
+        };
+        Connection::new(
+            stream,
+            peer,
+            timeouts,
+            shutdown.clone(),
+            shutdown.clone(),
+            None,
+            None,
+        )
+    }
+
+    /// Sets the goodbye an `io::Read` read says on the handler's behalf when it finds
+    /// the drain between requests (see the `io::Read` implementation). A server's
+    /// connections already have the handler's [`goodbye`](crate::Handler::goodbye);
+    /// one made with [`Connection::from_stream`] has none until this is called.
+    pub fn with_goodbye(mut self, goodbye: &[u8]) -> Self {
+        self.goodbye = Cow::Owned(goodbye.to_vec());
+        self
+    }
+
+    /// The server's handler's goodbye, borrowed for the connection's life.
+    pub(crate) fn set_goodbye(&mut self, goodbye: &'a [u8]) {
+        self.goodbye = Cow::Borrowed(goodbye);
     }
 
     /// The client's address.
@@ -196,7 +276,7 @@ impl<'a> Connection<'a> {
     }
 
     /// True once the shutdown is forced (drain deadline passed or a second signal):
-    /// stop at once. Reads and writes then fail with `ErrorKind::Interrupted`.
+    /// stop at once. Reads and writes then fail with [`Forced`].
     pub fn is_forced(&self) -> bool {
         self.draining.is_forced() || self.app.is_forced()
     }
@@ -208,7 +288,7 @@ impl<'a> Connection<'a> {
         if self.is_forced() {
             return true;
         }
-        let (server_forced, app_forced) = (self.draining.forced(), self.app.forced());
+        let (server_forced, app_forced) = (self.draining.when_forced(), self.app.when_forced());
         crossbeam_channel::select! {
             recv(server_forced) -> _ => true,
             recv(app_forced) -> _ => true,
@@ -224,11 +304,11 @@ impl<'a> Connection<'a> {
     }
 
     fn forced_error() -> io::Error {
-        io::Error::new(io::ErrorKind::Interrupted, "shutdown forced")
+        Forced::error()
     }
 
     /// Sets (or clears) the instant the handler's own wait ends — an idle or a
-    /// header timeout. Reads then return [`Received::Quiet`] by that instant even
+    /// header timeout. Reads then return [`Received::Deadline`] by that instant even
     /// when the tick is longer, so the handler can act on time.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
@@ -265,7 +345,7 @@ impl<'a> Connection<'a> {
     /// [`Connection::read_request`].
     ///
     /// # Errors
-    /// I/O errors of the socket (a reset, say), or `Interrupted` once forced.
+    /// I/O errors of the socket (a reset, say), or [`Forced`] once forced.
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<Received> {
         self.read_within(buf, Some(self.tick))
     }
@@ -277,12 +357,23 @@ impl<'a> Connection<'a> {
         self.fit_read_timeout(cap)?;
         loop {
             return match self.stream.read(buf) {
-                Ok(0) => Ok(Received::Eof),
-                Ok(n) => Ok(Received::Data(n)),
+                Ok(n) if n > 0 => Ok(Received::Data(n)),
+                // A force shuts the socket down, which a blocked read sees as EOF or
+                // an error: the force is what happened.
+                _ if self.is_forced() => Err(Self::forced_error()),
+                Ok(_) => Ok(Received::Eof),
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
-                Err(err) if is_timeout(&err) => Ok(Received::Quiet),
+                Err(err) if is_timeout(&err) => Ok(self.nothing_came()),
                 Err(err) => Err(err),
             };
+        }
+    }
+
+    /// What a read that timed out means: the handler's deadline, or just a tick.
+    fn nothing_came(&self) -> Received {
+        match self.deadline {
+            Some(deadline) if Instant::now() >= deadline => Received::Deadline,
+            _ => Received::Quiet,
         }
     }
 
@@ -291,8 +382,10 @@ impl<'a> Connection<'a> {
     /// wait (see [`Received::Dismissed`]); that is what lets a drain reach idle
     /// connections at once instead of a tick later. The wait is not cut into ticks:
     /// it returns with data, at EOF, at the deadline of [`Connection::set_deadline`]
-    /// (with [`Received::Quiet`]), or on a dismissal or force. Once draining has begun it returns
-    /// [`Received::Quiet`] without reading: check [`Connection::is_draining`] first.
+    /// ([`Received::Deadline`]), or on a dismissal or force. Once draining has begun
+    /// it returns [`Received::Draining`] without reading. A connection made with
+    /// [`Connection::from_stream`] has no server to dismiss it: it waits a tick at a
+    /// time ([`Received::Quiet`]) and notices the drain at the next one.
     ///
     /// # Errors
     /// As [`Connection::read`].
@@ -301,6 +394,9 @@ impl<'a> Connection<'a> {
             return received;
         }
         let Some(slot) = self.slot.as_ref() else {
+            if self.is_draining() {
+                return Ok(Received::Draining);
+            }
             return self.read(buf);
         };
         match slot.enter_idle(self.is_draining(), self.last_write) {
@@ -308,7 +404,7 @@ impl<'a> Connection<'a> {
                 self.write_closed = true;
                 return Ok(Received::Dismissed);
             }
-            State::Busy => return Ok(Received::Quiet),
+            State::Busy => return Ok(Received::Draining),
             State::Idle => {}
         }
         // No tick while idle: draining reaches this read through a dismissal and a
@@ -360,7 +456,8 @@ impl<'a> Connection<'a> {
 
     /// One non-blocking read of whatever already waits in the socket's receive
     /// buffer: used when draining, to answer what was received before the goodbye
-    /// without letting a chatty client hold the drain open.
+    /// without letting a chatty client hold the drain open. [`Received::Quiet`] when
+    /// nothing waits.
     ///
     /// # Errors
     /// As [`Connection::read`].
@@ -368,7 +465,11 @@ impl<'a> Connection<'a> {
         self.stream.set_nonblocking(true)?;
         let result = self.read(buf);
         self.stream.set_nonblocking(false)?;
-        result
+        // Nonblocking, the read cannot have waited for the deadline: nothing was there.
+        result.map(|received| match received {
+            Received::Deadline => Received::Quiet,
+            other => other,
+        })
     }
 
     /// Writes all of `bytes`, however long a client that keeps reading takes to read
@@ -378,10 +479,22 @@ impl<'a> Connection<'a> {
     /// (see [`ServerBuilder::write_timeout`](crate::ServerBuilder::write_timeout)).
     /// Any progress, however small, restarts that clock.
     ///
+    /// After the goodbye has been said for the handler (a dismissal, or an
+    /// `io::Read` read that found the drain), the conversation is over and what is
+    /// written is discarded: our side of the connection is already shut.
+    ///
     /// # Errors
-    /// I/O errors of the socket; `Interrupted` once forced; `TimedOut` when the
-    /// client read nothing for the write timeout.
+    /// I/O errors of the socket; [`Forced`] once forced; `TimedOut` when the client
+    /// read nothing for the write timeout.
     pub fn write_all(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        self.in_request = false;
+        if self.write_closed {
+            return if self.is_forced() {
+                Err(Self::forced_error())
+            } else {
+                Ok(())
+            };
+        }
         let mut stall = Stall::default();
         while !bytes.is_empty() {
             if self.is_forced() {
@@ -405,10 +518,26 @@ impl<'a> Connection<'a> {
                         ));
                     }
                 }
+                Err(_) if self.is_forced() => return Err(Self::forced_error()),
                 Err(err) => return Err(err),
             }
         }
         self.last_write = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Writes the goodbye and shuts our write side, as a dismissal does; later
+    /// writes are discarded.
+    fn say_goodbye(&mut self) -> io::Result<()> {
+        if self.write_closed {
+            return Ok(());
+        }
+        let goodbye = std::mem::take(&mut self.goodbye);
+        let written = self.write_all(&goodbye);
+        self.goodbye = goodbye;
+        written?;
+        self.stream.shutdown(Direction::Write)?;
+        self.write_closed = true;
         Ok(())
     }
 
@@ -424,180 +553,18 @@ impl<'a> Connection<'a> {
         &self.stream
     }
 
-    /// The graceful close: FIN, a bounded linger reading what the client still
-    /// sends, then close. Returns true if the client closed its side
-    /// (or the linger ran out) without an error, i.e. it has read every reply.
-    pub(crate) fn close_gracefully(mut self, linger: Duration) -> bool {
-        if !self.write_closed && self.stream.shutdown(Direction::Write).is_err() {
-            return false;
-        }
-        let deadline = Instant::now() + linger;
-        let mut discard = [0u8; 4096];
-        loop {
-            if self.is_forced() {
-                return false;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                // The client keeps the connection open: give up waiting. What it
-                // sends from now on may draw a reset, but everything we sent is
-                // already acknowledged or in flight ahead of our FIN.
-                return true;
-            }
-            if self
-                .stream
-                .set_read_timeout(Some(left.min(self.tick)))
-                .is_err()
-            {
-                return false;
-            }
-            match self.stream.read(&mut discard) {
-                Ok(0) => return true,
-                Ok(_) => {}
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) if is_timeout(&err) => {}
-                Err(_) => return false,
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::net::TcpListener;
-    use std::thread;
-
-    #[test]
-    fn a_stall_counts_from_the_start_of_the_first_write_that_took_nothing() {
-        let limit = Duration::from_millis(1000);
-        let tick = Duration::from_millis(250);
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let mut stall = Stall::default();
-        assert!(!stall.timed_out(at(250), tick, limit));
-        assert!(!stall.timed_out(at(500), tick, limit));
-        assert!(!stall.timed_out(at(750), tick, limit));
-        assert!(stall.timed_out(at(1000), tick, limit), "1 s without a byte");
-    }
-
-    #[test]
-    fn progress_restarts_the_stall_clock() {
-        let limit = Duration::from_millis(1000);
-        let tick = Duration::from_millis(250);
-        let t0 = Instant::now();
-        let at = |ms| t0 + Duration::from_millis(ms);
-        let mut stall = Stall::default();
-        for round in 0..10 {
-            let base = round * 1000;
-            assert!(!stall.timed_out(at(base + 250), tick, limit));
-            assert!(!stall.timed_out(at(base + 500), tick, limit));
-            assert!(!stall.timed_out(at(base + 750), tick, limit));
-            stall.progressed();
-        }
-        assert!(!stall.timed_out(at(10_250), tick, limit));
-        assert!(stall.timed_out(at(11_000), tick, limit));
-    }
-
-    #[test]
-    fn the_write_tick_is_at_most_a_quarter_of_the_write_timeout() {
-        let timeouts = |tick, write| Timeouts {
-            tick: Duration::from_millis(tick),
-            write: Duration::from_millis(write),
-        };
-        assert_eq!(
-            timeouts(1000, 60_000).write_tick(),
-            Duration::from_secs(1),
-            "the default tick is kept"
-        );
-        assert_eq!(
-            timeouts(1000, 1000).write_tick(),
-            Duration::from_millis(250)
-        );
-        assert_eq!(timeouts(1000, 1).write_tick(), Duration::from_millis(1));
-    }
-
-    /// A server-side connection with `timeouts`, and its client.
-    fn pair(timeouts: Timeouts) -> (Connection<'static>, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (stream, peer) = listener.accept().unwrap();
-        let conn = Connection::new(
-            stream,
-            peer,
-            timeouts,
-            Shutdown::new(),
-            Shutdown::new(),
-            None,
-            None,
-        )
-        .unwrap();
-        (conn, client)
-    }
-
-    #[test]
-    fn a_client_that_reads_nothing_is_given_up_after_the_write_timeout() {
-        let write = Duration::from_millis(300);
-        let (mut conn, _client) = pair(Timeouts {
-            tick: Duration::from_secs(1),
-            write,
-        });
-        // Far more than both sockets' buffers hold: the write must stall.
-        let reply = vec![b'x'; 64 << 20];
-        let started = Instant::now();
-        let err = conn
-            .write_all(&reply)
-            .expect_err("the client reads nothing");
-        assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
-        assert!(conn.gave_up());
-        assert!(
-            started.elapsed() >= write,
-            "given up after {:?}",
-            started.elapsed()
-        );
-    }
-
-    #[test]
-    fn a_client_that_reads_slowly_is_not_given_up() {
-        let write = Duration::from_millis(500);
-        let (mut conn, mut client) = pair(Timeouts {
-            tick: Duration::from_secs(1),
-            write,
-        });
-        let total = 8 << 20;
-        let reader = thread::spawn(move || {
-            client
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            // On loopback the receiver opens its window in steps of one MSS (64 KiB)
-            // once its buffer is full, so a client must read that much per write
-            // timeout for the server to see any room: 32 KiB every 100 ms is
-            // 160 KiB per timeout, still thousands of times slower than loopback.
-            let mut buf = vec![0u8; 32 * 1024];
-            let mut read = 0;
-            let started = Instant::now();
-            // Slow on purpose for two seconds (four write timeouts), then the rest
-            // at full speed.
-            while read < total {
-                if started.elapsed() < Duration::from_secs(2) {
-                    thread::sleep(Duration::from_millis(100));
-                }
-                match client.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => read += n,
-                }
-            }
-            read
-        });
-        let started = Instant::now();
-        conn.write_all(&vec![b'x'; total])
-            .expect("a client that keeps reading is served");
-        assert!(!conn.gave_up());
-        assert!(
-            started.elapsed() >= write * 2,
-            "the write never stalled: the test proves nothing ({:?})",
-            started.elapsed()
-        );
-        assert_eq!(reader.join().unwrap(), total);
+    /// The graceful close: FIN (unless the goodbye already sent it), a bounded
+    /// linger reading what the client still sends, then close — the one the server
+    /// gives every connection whose handler returns `Ok`, and the way to end one made
+    /// with [`Connection::from_stream`]. `Ok` if the client closed its side (or the
+    /// linger ran out): it has read every reply.
+    ///
+    /// # Errors
+    /// The socket's (a reset: the client may not have read everything); [`Forced`]
+    /// if the shutdown is forced during the linger.
+    pub fn close_gracefully(self, linger: Duration) -> io::Result<()> {
+        linger_close(&self.stream, self.write_closed, linger, self.tick, &|| {
+            self.is_forced()
+        })
     }
 }

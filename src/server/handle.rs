@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 
 use super::pool::Job;
-use super::report::{Report, Stats};
+use super::report::{ServerReport, Stats};
 use super::state::ServerState;
 use crate::shutdown::{Outcome, Reason, Shutdown};
 use crate::threads::{deadline_after, Crew, JoinEnd};
@@ -101,7 +101,7 @@ impl ServerHandle {
     /// deadline, and reports. Past the deadline, or on a force (second signal),
     /// connections are force-closed, threads get a short grace, and the ones still
     /// running are detached and named in the log.
-    pub fn join(self) -> Report {
+    pub fn join(self) -> ServerReport {
         self.shutdown.wait();
         let started = self.shutdown.triggered_at().unwrap_or_else(Instant::now);
         log::info!("draining: finishing requests in flight, then saying goodbye");
@@ -124,7 +124,7 @@ impl ServerHandle {
             &state,
             config.linger,
             deadline,
-            &shutdown.forced(),
+            &shutdown.when_forced(),
         );
         let outcome = match end {
             JoinEnd::AllExited => Outcome::Clean,
@@ -180,7 +180,7 @@ impl ServerHandle {
         for name in &detached {
             log::warn!("thread {name} did not stop in time; detached");
         }
-        let report = Report {
+        let report = ServerReport {
             reason: shutdown.reason().unwrap_or(Reason::Trigger),
             outcome,
             accepted: stats.accepted.load(Ordering::Relaxed),
@@ -220,7 +220,7 @@ fn drain(
     // Draining begins in the acceptor, after the readiness delay, with the flag that
     // idle workers check under their slot lock: dismissing before it is set could
     // miss a worker about to go idle. A force makes the acceptor set it at once.
-    let draining = state.draining.triggered();
+    let draining = state.draining.when_triggered();
     crossbeam_channel::select! {
         recv(draining) -> _ => {}
         recv(forced) -> _ => {}

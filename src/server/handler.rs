@@ -20,7 +20,10 @@ use super::connection::Connection;
 /// A handler must check [`Connection::is_draining`] at least once per
 /// [`Received::Quiet`](crate::server::Received::Quiet) read and between requests, so
 /// shutdown reaches it within a tick; waiting for a request with
-/// [`Connection::read_request`] lets the drain reach it at once.
+/// [`Connection::read_request`] lets the drain reach it at once. A handler that reads
+/// through `io::Read` (a `BufReader`, say) needs no check of its own: such a read
+/// between requests ends the conversation with the goodbye when the server drains,
+/// and returns `Ok(0)` (see [`Connection`]'s `io::Read` implementation).
 pub trait Handler: Send + Sync + 'static {
     /// Serves `conn` until the client is done or the server drains.
     ///

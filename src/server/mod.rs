@@ -6,7 +6,9 @@
 //! and `lameduck-refuser` (turns clients away when everything is full, see `busy`).
 //! They share one `ServerState` (see `state`). A protocol plugs in as a
 //! [`Handler`], which the pool calls with one [`Connection`] at a time.
-//! [`ServerHandle::join`] (in `handle`) carries out the drain.
+//! [`ServerHandle::join`] (in `handle`) carries out the drain. The parts a program
+//! with its own accept loop can use on plain streams are public: [`take_backlog`]
+//! (in `accept`), [`close_gracefully`] (in `close`), [`Connection::from_stream`].
 //!
 //! # The drain, from signal to report
 //!
@@ -43,7 +45,7 @@
 //! 7. **Joins.** Every thread is joined against the deadline (plus a short grace
 //!    after a force); a thread still running is named in the log and detached, never
 //!    waited for forever.
-//! 8. **Report.** [`ServerHandle::join`] returns the [`Report`]: what started the
+//! 8. **Report.** [`ServerHandle::join`] returns the [`ServerReport`]: what started the
 //!    shutdown, how it ended (which decides the exit code), and the counts.
 
 mod accept;
@@ -51,7 +53,9 @@ mod acceptor;
 mod backlog;
 mod builder;
 mod busy;
+mod close;
 mod connection;
+mod forced;
 mod handle;
 mod handler;
 mod listener;
@@ -60,13 +64,16 @@ mod registry;
 mod report;
 mod state;
 
+pub use accept::take_backlog;
 pub use builder::{ServerBuilder, StartError, DEFAULT_WRITE_TIMEOUT};
+pub use close::close_gracefully;
 pub use connection::{Connection, Received};
+pub use forced::Forced;
 pub use handle::ServerHandle;
 pub use handler::Handler;
 pub(crate) use listener::bind;
 pub(crate) use report::BacklogLeft;
-pub use report::Report;
+pub use report::ServerReport;
 
 /// The entry point: `Server::builder()`.
 #[derive(Debug)]

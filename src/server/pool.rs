@@ -105,6 +105,7 @@ fn serve(index: usize, job: Job, state: &ServerState) {
             return;
         }
     };
+    conn.set_goodbye(state.handler.goodbye());
     // AssertUnwindSafe is sound here: after a panic the connection is dropped
     // unused, and the handler's shared state is only reachable through `&self`,
     // which a `Handler` must keep consistent across panics like any `Sync` type
@@ -124,7 +125,7 @@ fn serve(index: usize, job: Job, state: &ServerState) {
     }
     match result {
         Ok(Ok(())) => {
-            let graceful = conn.close_gracefully(state.linger);
+            let graceful = conn.close_gracefully(state.linger).is_ok();
             if state.is_forced() {
                 Stats::bump(&state.stats.forced);
             } else if graceful && state.draining.is_triggered() {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::shutdown::{exit_code, Outcome, Reason};
 
-/// The counters a running server updates; read once into a [`Report`].
+/// The counters a running server updates; read once into a [`ServerReport`].
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     pub(crate) accepted: AtomicU64,
@@ -31,7 +31,7 @@ impl Stats {
 /// [`ServerHandle::join`](super::ServerHandle::join).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Report {
+pub struct ServerReport {
     /// What started the shutdown.
     pub reason: Reason,
     /// How it ended.
@@ -61,14 +61,14 @@ pub struct Report {
     pub drain: Duration,
 }
 
-impl Report {
+impl ServerReport {
     /// The exit code for this report (see [`exit_code`]).
     pub fn exit_code(&self) -> u8 {
         exit_code(self.reason, self.outcome)
     }
 }
 
-impl fmt::Display for Report {
+impl fmt::Display for ServerReport {
     /// The key=value fields of the report line, without `stopped` or `total_ms`
     /// (those belong to whoever prints the whole process's report).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -90,7 +90,7 @@ impl fmt::Display for Report {
     }
 }
 
-/// Formats [`Report::backlog_left`] as a report value: the count, or `unknown`.
+/// Formats [`ServerReport::backlog_left`] as a report value: the count, or `unknown`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BacklogLeft(pub(crate) Option<u64>);
 

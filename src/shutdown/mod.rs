@@ -3,7 +3,7 @@
 //! A [`Shutdown`] is cloned into every thread that must stop. Triggering it sets an
 //! `AtomicBool` (read with one load on hot paths) and drops the sender of a crossbeam
 //! channel, which wakes every thread blocked in [`Shutdown::wait`] or in a `select!` on
-//! [`Shutdown::triggered`] at the same instant: nobody waits out a poll interval.
+//! [`Shutdown::when_triggered`] at the same instant: nobody waits out a poll interval.
 //!
 //! The token has a second stage, [`Shutdown::force`]: "stop waiting, abandon what is
 //! left". A second signal or a passed drain deadline forces; forcing also triggers.
@@ -294,13 +294,26 @@ impl Shutdown {
 
     /// A receiver that disconnects when the shutdown is triggered, for use as one arm
     /// of a `crossbeam_channel::select!` beside a thread's own channels. It never
-    /// yields a message: the arm fires with `Err(RecvError)`.
-    pub fn triggered(&self) -> Receiver<()> {
+    /// yields a message: the arm fires with `Err(RecvError)`. (To ask whether it has
+    /// triggered, use [`Shutdown::is_triggered`].)
+    ///
+    /// ```
+    /// use lameduck::Shutdown;
+    ///
+    /// let shutdown = Shutdown::new();
+    /// let (_jobs_tx, jobs) = crossbeam_channel::unbounded::<u32>();
+    /// shutdown.trigger();
+    /// crossbeam_channel::select! {
+    ///     recv(jobs) -> job => unreachable!("no job was sent: {job:?}"),
+    ///     recv(shutdown.when_triggered()) -> _ => {} // stop
+    /// }
+    /// ```
+    pub fn when_triggered(&self) -> Receiver<()> {
         self.inner.triggered.receiver.clone()
     }
 
-    /// Like [`Shutdown::triggered`], for the forced stage.
-    pub fn forced(&self) -> Receiver<()> {
+    /// Like [`Shutdown::when_triggered`], for the forced stage.
+    pub fn when_forced(&self) -> Receiver<()> {
         self.inner.forced.receiver.clone()
     }
 }
@@ -369,7 +382,7 @@ mod tests {
     #[test]
     fn select_arm_fires_on_trigger() {
         let shutdown = Shutdown::new();
-        let triggered = shutdown.triggered();
+        let triggered = shutdown.when_triggered();
         let (_work_tx, work_rx) = crossbeam_channel::unbounded::<u32>();
         shutdown.trigger();
         crossbeam_channel::select! {

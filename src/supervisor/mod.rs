@@ -12,10 +12,15 @@
 //! still running at the deadline are detached, named in the log and in the
 //! [`TaskReport`].
 //!
+//! A group forgets each task once it has ended, keeping only its outcome in a count
+//! (and the most recent failures with their errors), so a group that starts a task
+//! per connection holds the tasks running, not every task it ever ran.
+//!
 //! A task that fails (returns an error or panics) can take the whole application down
 //! with it ([`OnFailure::ShutdownAll`], the default: the token is triggered with
 //! [`Reason::Error`]) or only be reported ([`OnFailure::Report`]).
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::time::Instant;
 
@@ -27,7 +32,11 @@ mod report;
 mod tests;
 
 pub use crate::threads::{BoxError, SpawnError, TaskOutcome, TaskResult};
-pub use report::{TaskRecord, TaskReport};
+pub use report::{TaskCounts, TaskRecord, TaskReport};
+
+/// How many failures among the tasks a group has forgotten it keeps, with their
+/// errors, for its report; older ones are only counted.
+const FAILURES_KEPT: usize = 64;
 
 /// What a task's failure (an error returned, or a panic) does to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -67,6 +76,10 @@ pub enum OnFailure {
 pub struct TaskGroup {
     shutdown: Shutdown,
     crew: Crew,
+    /// The tasks forgotten once ended, counted...
+    forgotten: TaskCounts,
+    /// ...but for the last failures among them, kept for the report.
+    failures: VecDeque<TaskRecord>,
 }
 
 impl fmt::Debug for TaskGroup {
@@ -84,6 +97,8 @@ impl TaskGroup {
         TaskGroup {
             shutdown: shutdown.clone(),
             crew: Crew::with_prefix("task:"),
+            forgotten: TaskCounts::default(),
+            failures: VecDeque::new(),
         }
     }
 
@@ -92,19 +107,38 @@ impl TaskGroup {
         &self.shutdown
     }
 
-    /// Number of tasks spawned and not yet joined.
+    /// Number of tasks the group holds: those running, and those that ended since
+    /// the group last forgot the ended ones (it does at each spawn). What a group
+    /// holds, in memory too, is bounded by the tasks running at once, however many
+    /// it has run.
     pub fn len(&self) -> usize {
         self.crew.len()
     }
 
-    /// True if no task has been spawned (or all have been joined).
+    /// True if the group holds no task (none spawned, all joined, or all forgotten).
     pub fn is_empty(&self) -> bool {
         self.crew.len() == 0
     }
 
-    /// Names of the tasks spawned and not yet joined, in spawn order.
+    /// Names of the tasks the group holds (see [`TaskGroup::len`]), in spawn order.
     pub fn names(&self) -> Vec<&str> {
         self.crew.names()
+    }
+
+    /// Forgets the tasks that have ended, keeping their outcomes for the report.
+    fn forget_ended(&mut self) {
+        for (name, outcome) in self.crew.take_ended() {
+            if outcome.is_failure() {
+                if self.failures.len() == FAILURES_KEPT {
+                    if let Some(oldest) = self.failures.pop_front() {
+                        self.forgotten.add(&oldest.outcome);
+                    }
+                }
+                self.failures.push_back(TaskRecord { name, outcome });
+            } else {
+                self.forgotten.add(&outcome);
+            }
+        }
     }
 
     /// Starts `task` on a thread named `task:<name>` with a clone of the token. A
@@ -113,7 +147,7 @@ impl TaskGroup {
     ///
     /// The task should return soon after the token is triggered: wait on it with
     /// [`Shutdown::wait_timeout`] between units of work, or select on
-    /// [`Shutdown::triggered`] beside its own channels.
+    /// [`Shutdown::when_triggered`] beside its own channels.
     ///
     /// # Errors
     /// [`SpawnError`] if the operating system cannot start the thread.
@@ -137,6 +171,7 @@ impl TaskGroup {
     where
         F: FnOnce(Shutdown) -> TaskResult + Send + 'static,
     {
+        self.forget_ended();
         let name = name.into();
         let token = self.shutdown.clone();
         let for_failure = self.shutdown.clone();
@@ -182,7 +217,7 @@ impl TaskGroup {
     pub(crate) fn join_until(&mut self, deadline: Instant) -> TaskReport {
         let started = Instant::now();
         let mut crew = std::mem::replace(&mut self.crew, Crew::with_prefix("task:"));
-        let end = crew.join_until(deadline, &self.shutdown.forced());
+        let end = crew.join_until(deadline, &self.shutdown.when_forced());
         let aborted_by_force = end == JoinEnd::Aborted;
         if aborted_by_force {
             log::warn!(
@@ -190,20 +225,21 @@ impl TaskGroup {
                 crew.alive()
             );
         }
-        let tasks = crew
-            .finish()
+        let held = crew.finish().into_iter().map(|(name, outcome)| {
+            if matches!(outcome, TaskOutcome::Detached) {
+                log::warn!(
+                    "task `{name}` (thread task:{name}) still running at the deadline: detached"
+                );
+            }
+            TaskRecord { name, outcome }
+        });
+        let tasks = std::mem::take(&mut self.failures)
             .into_iter()
-            .map(|(name, outcome)| {
-                if matches!(outcome, TaskOutcome::Detached) {
-                    log::warn!(
-                        "task `{name}` (thread task:{name}) still running at the deadline: detached"
-                    );
-                }
-                TaskRecord { name, outcome }
-            })
+            .chain(held)
             .collect();
         TaskReport {
             tasks,
+            forgotten: std::mem::take(&mut self.forgotten),
             elapsed: started.elapsed(),
             aborted_by_force,
         }

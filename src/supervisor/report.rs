@@ -14,12 +14,53 @@ pub struct TaskRecord {
     pub outcome: TaskOutcome,
 }
 
-/// What [`TaskGroup::join`](super::TaskGroup::join) found: every task with its outcome, in spawn order.
+/// How many of the tasks a group forgot (they had ended before its join) ended each
+/// way; see [`TaskReport::forgotten`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TaskCounts {
+    /// Returned `Ok(())`.
+    pub finished: usize,
+    /// Returned an error.
+    pub failed: usize,
+    /// Panicked.
+    pub panicked: usize,
+}
+
+impl TaskCounts {
+    /// All of them.
+    pub fn total(&self) -> usize {
+        self.finished + self.failed + self.panicked
+    }
+
+    /// Counts one more task that ended with `outcome`.
+    pub(super) fn add(&mut self, outcome: &TaskOutcome) {
+        match outcome {
+            TaskOutcome::Finished => self.finished += 1,
+            TaskOutcome::Failed(_) => self.failed += 1,
+            TaskOutcome::Panicked(_) => self.panicked += 1,
+            // Only ended tasks are forgotten; a detached one is still in the group.
+            TaskOutcome::Detached => {}
+        }
+    }
+}
+
+/// What [`TaskGroup::join`](super::TaskGroup::join) found: how every task the group
+/// ever ran ended.
+///
+/// A group forgets the tasks that ended before its join (so one that starts a task
+/// per connection does not grow for the life of the process): those are counted in
+/// [`TaskReport::forgotten`], and the most recent of their failures are kept in
+/// [`TaskReport::tasks`] with their errors. The counting methods
+/// ([`TaskReport::finished`] and the rest) include them.
 #[derive(Debug, Default)]
 #[must_use = "the report says which tasks failed or were left running"]
 pub struct TaskReport {
-    /// Every task of the group, in the order they were spawned.
+    /// The last failures (errors and panics) among the tasks the group forgot, then
+    /// every task it still held at the join — running, or ended since it last
+    /// forgot — each part in spawn order.
     pub tasks: Vec<TaskRecord>,
+    /// The tasks forgotten before the join and not in [`TaskReport::tasks`].
+    pub forgotten: TaskCounts,
     /// How long the join waited.
     pub elapsed: Duration,
     /// True if the join stopped waiting because the shutdown was forced.
@@ -34,19 +75,24 @@ impl TaskReport {
             .count()
     }
 
+    /// Every task the group ran.
+    pub fn total(&self) -> usize {
+        self.tasks.len() + self.forgotten.total()
+    }
+
     /// Tasks that returned `Ok(())`.
     pub fn finished(&self) -> usize {
-        self.count(|outcome| matches!(outcome, TaskOutcome::Finished))
+        self.count(|outcome| matches!(outcome, TaskOutcome::Finished)) + self.forgotten.finished
     }
 
     /// Tasks that returned an error.
     pub fn failed(&self) -> usize {
-        self.count(|outcome| matches!(outcome, TaskOutcome::Failed(_)))
+        self.count(|outcome| matches!(outcome, TaskOutcome::Failed(_))) + self.forgotten.failed
     }
 
     /// Tasks that panicked.
     pub fn panicked(&self) -> usize {
-        self.count(|outcome| matches!(outcome, TaskOutcome::Panicked(_)))
+        self.count(|outcome| matches!(outcome, TaskOutcome::Panicked(_))) + self.forgotten.panicked
     }
 
     /// Tasks still running at the deadline (their threads were detached).
@@ -63,10 +109,13 @@ impl TaskReport {
             .collect()
     }
 
-    /// The outcome of the task called `name`, if the group had one.
+    /// The outcome of the task called `name` (the last listed, if several had that
+    /// name), if the report lists it: a task that finished before the join is only
+    /// counted.
     pub fn outcome(&self, name: &str) -> Option<&TaskOutcome> {
         self.tasks
             .iter()
+            .rev()
             .find(|task| task.name == name)
             .map(|task| &task.outcome)
     }
@@ -74,6 +123,8 @@ impl TaskReport {
     /// True if every task finished successfully before the deadline.
     pub fn is_clean(&self) -> bool {
         self.tasks.iter().all(|task| !task.outcome.is_failure())
+            && self.forgotten.failed == 0
+            && self.forgotten.panicked == 0
     }
 }
 
@@ -83,7 +134,7 @@ impl fmt::Display for TaskReport {
         write!(
             f,
             "tasks={} finished={} failed={} panicked={} detached={} tasks_ms={}",
-            self.tasks.len(),
+            self.total(),
             self.finished(),
             self.failed(),
             self.panicked(),

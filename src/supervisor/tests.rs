@@ -177,3 +177,56 @@ fn forcing_ends_the_join_early() {
     assert_eq!(report.detached(), 1);
     drop(release_tx);
 }
+
+#[test]
+fn a_group_forgets_ended_tasks_and_still_counts_them() {
+    let shutdown = Shutdown::new();
+    let mut group = TaskGroup::new(&shutdown);
+    let (ran_tx, ran_rx) = crossbeam_channel::bounded(1);
+    let runs = 1000;
+    let mut most_held = 0;
+    for i in 0..runs {
+        let ran_tx = ran_tx.clone();
+        let fails = i % 100 == 0;
+        group
+            .spawn_with("conn", OnFailure::Report, move |_| {
+                let _ = ran_tx.send(());
+                if fails {
+                    return Err(format!("task {i} failed").into());
+                }
+                Ok(())
+            })
+            .unwrap();
+        ran_rx.recv_deadline(soon()).expect("the task ran");
+        most_held = most_held.max(group.len());
+    }
+    // Each spawn forgets the tasks that ended before it: the group holds the one
+    // that just ran and the few whose end was not reported yet, never all of them.
+    assert!(most_held < 50, "the group grew to {most_held} tasks");
+    let report = group.join(soon());
+    assert_eq!(report.total(), runs);
+    assert_eq!(report.finished(), runs - 10);
+    assert_eq!(report.failed(), 10);
+    assert!(!report.is_clean());
+    assert!(report
+        .to_string()
+        .starts_with("tasks=1000 finished=990 failed=10 "));
+    // The failures are listed with their errors, the finished ones only counted.
+    assert!(
+        report.tasks.len() < 10 + 50,
+        "{} listed",
+        report.tasks.len()
+    );
+    let errors: Vec<String> = report
+        .tasks
+        .iter()
+        .filter_map(|task| match &task.outcome {
+            TaskOutcome::Failed(err) => Some(err.to_string()),
+            _ => None,
+        })
+        .collect();
+    let expected: Vec<String> = (0..10)
+        .map(|i| format!("task {} failed", i * 100))
+        .collect();
+    assert_eq!(errors, expected);
+}

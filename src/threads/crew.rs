@@ -6,6 +6,7 @@
 //! stops are detached, never waited for forever. The server's threads, a task
 //! group's tasks and each bounded lifecycle step all run in a crew.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::thread::{self, JoinHandle};
@@ -15,7 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::{panic_message, TaskOutcome, TaskResult};
 
-/// Sent by a thread as it ends; `index` is its position in the crew.
+/// Sent by a thread as it ends; `index` is its number in the crew (its spawn order).
 struct Done {
     index: usize,
     outcome: TaskOutcome,
@@ -67,7 +68,13 @@ pub(crate) struct Crew {
     prefix: &'static str,
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
-    members: Vec<Member>,
+    /// By spawn number, so iteration is in spawn order and a member forgotten by
+    /// [`Crew::take_ended`] leaves no hole behind.
+    members: BTreeMap<usize, Member>,
+    /// The number of the next thread spawned.
+    next: usize,
+    /// Members that have reported their end since the last [`Crew::take_ended`].
+    ended: Vec<usize>,
     alive: usize,
     last_exit: Option<Instant>,
 }
@@ -86,7 +93,9 @@ impl Crew {
             prefix,
             done_tx,
             done_rx,
-            members: Vec::new(),
+            members: BTreeMap::new(),
+            next: 0,
+            ended: Vec::new(),
             alive: 0,
             last_exit: None,
         }
@@ -111,7 +120,7 @@ impl Crew {
         if let Some(size) = stack_size {
             builder = builder.stack_size(size);
         }
-        let index = self.members.len();
+        let index = self.next;
         let done = self.done_tx.clone();
         let handle = builder.spawn(move || {
             let mut guard = DoneGuard {
@@ -134,16 +143,20 @@ impl Crew {
             }
             guard.outcome = Some(outcome);
         })?;
-        self.members.push(Member {
-            name,
-            handle: Some(handle),
-            outcome: None,
-        });
+        self.members.insert(
+            index,
+            Member {
+                name,
+                handle: Some(handle),
+                outcome: None,
+            },
+        );
+        self.next += 1;
         self.alive += 1;
         Ok(())
     }
 
-    /// Threads started, ended or not.
+    /// Threads started, ended or not, and not forgotten by [`Crew::take_ended`].
     pub(crate) fn len(&self) -> usize {
         self.members.len()
     }
@@ -151,7 +164,7 @@ impl Crew {
     /// The names of the threads started, in start order.
     pub(crate) fn names(&self) -> Vec<&str> {
         self.members
-            .iter()
+            .values()
             .map(|member| member.name.as_str())
             .collect()
     }
@@ -162,7 +175,7 @@ impl Crew {
     }
 
     fn record(&mut self, done: Done) {
-        let Some(member) = self.members.get_mut(done.index) else {
+        let Some(member) = self.members.get_mut(&done.index) else {
             return;
         };
         if member.outcome.is_some() {
@@ -172,6 +185,7 @@ impl Crew {
         if let Some(handle) = member.handle.take() {
             reap(handle);
         }
+        self.ended.push(done.index);
         self.alive -= 1;
         self.last_exit = Some(Instant::now());
     }
@@ -207,6 +221,23 @@ impl Crew {
         end
     }
 
+    /// Takes the threads that have reported their end out of the crew, with how
+    /// they ended, in spawn order: a crew that lives as long as the process (a task
+    /// group spawning a task per connection) then holds only the threads still
+    /// running, not one entry per thread it ever started.
+    pub(crate) fn take_ended(&mut self) -> Vec<(String, TaskOutcome)> {
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.record(done);
+        }
+        let mut ended = std::mem::take(&mut self.ended);
+        ended.sort_unstable();
+        ended
+            .into_iter()
+            .filter_map(|index| self.members.remove(&index))
+            .filter_map(|member| Some((member.name, member.outcome?)))
+            .collect()
+    }
+
     /// When the most recent thread exited.
     pub(crate) fn last_exit(&self) -> Option<Instant> {
         self.last_exit
@@ -216,7 +247,7 @@ impl Crew {
     /// given up on (their handles dropped: detached) as [`TaskOutcome::Detached`].
     pub(crate) fn finish(self) -> Vec<(String, TaskOutcome)> {
         self.members
-            .into_iter()
+            .into_values()
             .map(|member| {
                 let outcome = member.outcome.unwrap_or(TaskOutcome::Detached);
                 (member.name, outcome)

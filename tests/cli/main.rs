@@ -14,6 +14,7 @@ mod descriptors;
 mod echo;
 mod examples;
 mod http;
+mod kit_examples;
 mod notes;
 mod probe;
 mod signals;

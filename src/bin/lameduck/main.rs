@@ -100,7 +100,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
                 .max_line(args.max_line)
                 .idle_timeout(args.server.idle_timeout)
                 .line_timeout(args.line_timeout)
-                .goodbye(&args.goodbye);
+                .goodbye_line(&args.goodbye);
             builder(&args.server, &life, listener).start(echo, &shutdown)?
         }
         Command::Http(args) => {

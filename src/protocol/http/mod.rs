@@ -311,7 +311,7 @@ impl<S: Service> Session<'_, S> {
                         self.buf.extend_from_slice(&self.chunk[..n]);
                     }
                     Received::Eof | Received::Dismissed => return Ok(HeadRead::Done),
-                    Received::Quiet => parse = false,
+                    Received::Quiet | Received::Deadline | Received::Draining => parse = false,
                 }
                 continue;
             }
@@ -337,7 +337,8 @@ impl<S: Service> Session<'_, S> {
                 // A client that leaves mid-head has given up on its request; a
                 // dismissed one was closed by the server on our behalf.
                 Received::Eof | Received::Dismissed => return Ok(HeadRead::Done),
-                Received::Quiet => {
+                // Draining: the next pass takes the drain's branch above.
+                Received::Quiet | Received::Deadline | Received::Draining => {
                     parse = false;
                     if self.buf.is_empty()
                         && self.served > 0
@@ -385,7 +386,7 @@ impl<S: Service> Session<'_, S> {
                         "client closed mid-body",
                     ))
                 }
-                Received::Quiet => {}
+                Received::Quiet | Received::Deadline | Received::Draining => {}
             }
         }
     }
