@@ -1,157 +1,220 @@
-//! Responses: the status codes we send, what a service returns, and its bytes on the
-//! wire.
+//! What a service answers with: the `http` crate's response around a [`Body`], and
+//! the response head as it goes on the wire.
 //!
-//! The framing headers are the handler's, not the service's: `Content-Length` is
-//! always computed from the body (also for `HEAD`, which gets the length of the body
-//! it does not carry), and `Connection` says what the handler will actually do with
-//! the connection. A service's own `Content-Length`, `Transfer-Encoding` or
-//! `Connection` would lie about the framing, so they are dropped.
+//! The framing headers are the handler's, not the service's: `Content-Length` comes
+//! from the body (also for `HEAD`, which gets the length of the body it does not
+//! carry), `Transfer-Encoding: chunked` is used for a body of unknown length, and
+//! `Connection` says what the handler will actually do with the connection. A
+//! service's own `Content-Length`, `Transfer-Encoding` or `Connection` could lie
+//! about the framing, so the handler's replace them (a service's `Connection: close`
+//! is honoured: the connection closes after this response).
 
+use std::borrow::Cow;
 use std::fmt;
-use std::io::Write;
+use std::fs::File;
+use std::io::{Read, Write};
 
-/// An HTTP status code with its reason phrase.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub struct Status(u16);
+use ::http::header::{HeaderMap, HeaderValue, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use ::http::StatusCode;
 
-impl Status {
-    /// 100 Continue.
-    pub const CONTINUE: Status = Status(100);
-    /// 200 OK.
-    pub const OK: Status = Status(200);
-    /// 201 Created.
-    pub const CREATED: Status = Status(201);
-    /// 204 No Content.
-    pub const NO_CONTENT: Status = Status(204);
-    /// 400 Bad Request.
-    pub const BAD_REQUEST: Status = Status(400);
-    /// 404 Not Found.
-    pub const NOT_FOUND: Status = Status(404);
-    /// 405 Method Not Allowed (send `Allow` with it).
-    pub const METHOD_NOT_ALLOWED: Status = Status(405);
-    /// 408 Request Timeout.
-    pub const REQUEST_TIMEOUT: Status = Status(408);
-    /// 413 Content Too Large.
-    pub const PAYLOAD_TOO_LARGE: Status = Status(413);
-    /// 417 Expectation Failed.
-    pub const EXPECTATION_FAILED: Status = Status(417);
-    /// 431 Request Header Fields Too Large.
-    pub const HEADERS_TOO_LARGE: Status = Status(431);
-    /// 500 Internal Server Error.
-    pub const INTERNAL_ERROR: Status = Status(500);
-    /// 501 Not Implemented.
-    pub const NOT_IMPLEMENTED: Status = Status(501);
-    /// 503 Service Unavailable.
-    pub const SERVICE_UNAVAILABLE: Status = Status(503);
-    /// 505 HTTP Version Not Supported.
-    pub const VERSION_NOT_SUPPORTED: Status = Status(505);
+/// What a service answers with: the `http` crate's response with a [`Body`].
+pub type Response = ::http::Response<Body>;
 
-    /// A status from its code; codes outside 100–999 become 500, since the status
-    /// line has room for exactly three digits.
-    pub fn from_code(code: u16) -> Status {
-        if (100..1000).contains(&code) {
-            Status(code)
-        } else {
-            Status::INTERNAL_ERROR
+/// A response body: bytes in memory, a file sent by the kernel, or a stream read
+/// as it is sent.
+///
+/// Whatever the kind, memory stays bounded by what the body itself holds: a reader
+/// or a file is sent through one buffer (or none, for a file on Linux), and a
+/// client that reads slowly holds the worker in its writes, not more memory.
+pub struct Body {
+    pub(crate) kind: Kind,
+}
+
+pub(crate) enum Kind {
+    Bytes(Cow<'static, [u8]>),
+    Reader {
+        reader: Box<dyn Read + Send>,
+        len: Option<u64>,
+    },
+    File {
+        file: File,
+        offset: u64,
+        len: u64,
+    },
+}
+
+impl Body {
+    /// No body (`Content-Length: 0`).
+    pub fn empty() -> Body {
+        Body::bytes(Vec::new())
+    }
+
+    /// A body held in memory, sent with `Content-Length`.
+    pub fn bytes(bytes: impl Into<Vec<u8>>) -> Body {
+        Body {
+            kind: Kind::Bytes(Cow::Owned(bytes.into())),
         }
     }
 
-    /// The numeric code.
-    pub fn code(self) -> u16 {
-        self.0
-    }
-
-    /// The reason phrase (empty for codes we do not name, which RFC 9112 allows).
-    pub fn reason(self) -> &'static str {
-        match self.0 {
-            100 => "Continue",
-            200 => "OK",
-            201 => "Created",
-            202 => "Accepted",
-            204 => "No Content",
-            301 => "Moved Permanently",
-            302 => "Found",
-            304 => "Not Modified",
-            400 => "Bad Request",
-            401 => "Unauthorized",
-            403 => "Forbidden",
-            404 => "Not Found",
-            405 => "Method Not Allowed",
-            408 => "Request Timeout",
-            409 => "Conflict",
-            413 => "Content Too Large",
-            417 => "Expectation Failed",
-            429 => "Too Many Requests",
-            431 => "Request Header Fields Too Large",
-            500 => "Internal Server Error",
-            501 => "Not Implemented",
-            503 => "Service Unavailable",
-            505 => "HTTP Version Not Supported",
-            _ => "",
+    /// A body of unknown length, read from `reader` as it is sent: chunked to an
+    /// HTTP/1.1 client, delimited by the close of the connection for HTTP/1.0. An
+    /// error from `reader` cuts the body (no final chunk) and closes the connection,
+    /// so the client can tell it from a complete one.
+    pub fn reader(reader: impl Read + Send + 'static) -> Body {
+        Body {
+            kind: Kind::Reader {
+                reader: Box::new(reader),
+                len: None,
+            },
         }
     }
 
-    /// Whether a response with this status never has a body (1xx, 204, 304).
-    pub fn forbids_body(self) -> bool {
-        self.0 < 200 || self.0 == 204 || self.0 == 304
+    /// A body of `len` bytes read from `reader` as it is sent, with
+    /// `Content-Length: len`. Bytes past `len` are not read; a reader that ends
+    /// (or fails) before `len` cuts the body short and closes the connection, so the
+    /// client sees fewer bytes than announced.
+    pub fn sized_reader(reader: impl Read + Send + 'static, len: u64) -> Body {
+        Body {
+            kind: Kind::Reader {
+                reader: Box::new(reader),
+                len: Some(len),
+            },
+        }
+    }
+
+    /// `len` bytes of `file` from `offset`, with `Content-Length: len`, sent with
+    /// the kernel's zero-copy path where there is one (`sendfile(2)` on Linux; a
+    /// buffered copy elsewhere). A file shorter than `offset + len` cuts the body.
+    /// The bytes sent are the file's as the kernel reads them during the transfer: a
+    /// file rewritten meanwhile may arrive mixed, as from any sendfile server, so
+    /// replace files by renaming a new one into place.
+    pub fn file(file: File, offset: u64, len: u64) -> Body {
+        Body {
+            kind: Kind::File { file, offset, len },
+        }
+    }
+
+    /// The body's length if it is known before it is sent: `None` only for
+    /// [`Body::reader`].
+    pub fn len(&self) -> Option<u64> {
+        match &self.kind {
+            Kind::Bytes(bytes) => Some(bytes.len() as u64),
+            Kind::Reader { len, .. } => *len,
+            Kind::File { len, .. } => Some(*len),
+        }
+    }
+
+    /// True for a body known to be empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+
+    /// The bytes of a body held in memory (`None` for a reader or a file).
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match &self.kind {
+            Kind::Bytes(bytes) => Some(bytes),
+            _ => None,
+        }
     }
 }
 
-impl fmt::Debug for Status {
+impl Default for Body {
+    fn default() -> Body {
+        Body::empty()
+    }
+}
+
+impl fmt::Debug for Body {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.0, self.reason())
-    }
-}
-
-/// What a service answers: a status, header fields, a body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[must_use]
-pub struct Response {
-    /// The status.
-    pub status: Status,
-    /// Header fields other than the framing ones, in the order given.
-    pub headers: Vec<(String, String)>,
-    /// The body; for `HEAD` only its length is sent.
-    pub body: Vec<u8>,
-    /// Close the connection after this response, whatever the client asked for.
-    pub close: bool,
-}
-
-impl Response {
-    /// A response with `status`, no header fields and an empty body.
-    pub fn new(status: Status) -> Response {
-        Response {
-            status,
-            headers: Vec::new(),
-            body: Vec::new(),
-            close: false,
+        match &self.kind {
+            Kind::Bytes(bytes) => f.debug_struct("Body").field("bytes", &bytes.len()).finish(),
+            Kind::Reader { len, .. } => f.debug_struct("Body").field("reader", len).finish(),
+            Kind::File { offset, len, .. } => f
+                .debug_struct("Body")
+                .field("file_offset", offset)
+                .field("file_len", len)
+                .finish(),
         }
     }
+}
 
-    /// A `text/plain` response.
-    pub fn text(status: Status, body: impl Into<String>) -> Response {
-        Response::new(status)
-            .header("Content-Type", "text/plain; charset=utf-8")
-            .body(body.into().into_bytes())
+impl From<Vec<u8>> for Body {
+    fn from(bytes: Vec<u8>) -> Body {
+        Body::bytes(bytes)
     }
+}
 
-    /// Adds a header field.
-    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
-        self.headers.push((name.into(), value.into()));
-        self
+impl From<String> for Body {
+    fn from(text: String) -> Body {
+        Body::bytes(text)
     }
+}
 
-    /// Sets the body.
-    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Response {
-        self.body = body.into();
-        self
+impl From<&'static str> for Body {
+    fn from(text: &'static str) -> Body {
+        Body {
+            kind: Kind::Bytes(Cow::Borrowed(text.as_bytes())),
+        }
     }
+}
 
-    /// Asks for the connection to be closed after this response.
-    pub fn close(mut self) -> Response {
-        self.close = true;
-        self
+impl From<&'static [u8]> for Body {
+    fn from(bytes: &'static [u8]) -> Body {
+        Body {
+            kind: Kind::Bytes(Cow::Borrowed(bytes)),
+        }
     }
+}
+
+impl From<()> for Body {
+    fn from((): ()) -> Body {
+        Body::empty()
+    }
+}
+
+/// A `text/plain; charset=utf-8` response.
+pub fn text(status: StatusCode, body: impl Into<Body>) -> Response {
+    let mut response = Response::new(body.into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        ::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// How a response's body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delimit {
+    /// No body and no length: 1xx, 204 and 304.
+    Bodiless,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+    /// The body runs to the close (HTTP/1.0, unknown length).
+    Close,
+}
+
+impl Delimit {
+    /// How `body` goes out with `status` to a client speaking HTTP/1.1 or not.
+    pub(crate) fn of(status: StatusCode, body: &Body, http11: bool) -> Delimit {
+        if forbids_body(status) {
+            return Delimit::Bodiless;
+        }
+        match body.len() {
+            Some(len) => Delimit::Length(len),
+            None if http11 => Delimit::Chunked,
+            None => Delimit::Close,
+        }
+    }
+}
+
+/// Whether a response with this status never has a body (1xx, 204, 304).
+pub(crate) fn forbids_body(status: StatusCode) -> bool {
+    status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 /// What the `Connection` header of a response says.
@@ -165,29 +228,122 @@ pub(crate) enum Persist {
     Close,
 }
 
-/// Appends the wire form of `response` to `out`.
-pub(crate) fn write_response(
-    response: &Response,
-    head_only: bool,
+/// The reason phrase of `status`: its canonical one, or its class's for a code
+/// without one, so that a status line always carries a reason.
+pub(crate) fn reason(status: StatusCode) -> &'static str {
+    status.canonical_reason().unwrap_or(match status.as_u16() {
+        100..=199 => "Informational",
+        200..=299 => "Success",
+        300..=399 => "Redirection",
+        400..=499 => "Client Error",
+        500..=599 => "Server Error",
+        _ => "Unknown",
+    })
+}
+
+/// Whether the service set a framing header; the common answer, no, costs one pass
+/// over the header names.
+pub(crate) fn has_framing_headers(headers: &HeaderMap) -> bool {
+    headers
+        .keys()
+        .any(|name| name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == CONNECTION)
+}
+
+/// Removes the service's framing headers; returns whether it asked for the
+/// connection to close (`Connection: close`).
+pub(crate) fn take_framing_headers(headers: &mut HeaderMap) -> Taken {
+    let wants_close = headers.get_all(CONNECTION).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"))
+    });
+    Taken {
+        wants_close,
+        length: headers.remove(CONTENT_LENGTH),
+        coding: headers.remove(TRANSFER_ENCODING),
+        connection: headers.remove(CONNECTION),
+    }
+}
+
+/// The framing headers a service set, taken out of its response.
+#[derive(Debug)]
+pub(crate) struct Taken {
+    pub(crate) wants_close: bool,
+    length: Option<HeaderValue>,
+    coding: Option<HeaderValue>,
+    connection: Option<HeaderValue>,
+}
+
+impl Taken {
+    /// The service's framing headers that differ from what goes out, as
+    /// `name: theirs` pairs, for the debug log.
+    pub(crate) fn replaced(&self, delimit: Delimit, persist: Persist) -> Vec<String> {
+        let ours_length = match delimit {
+            Delimit::Length(len) => Some(len.to_string()),
+            _ => None,
+        };
+        let ours_coding = (delimit == Delimit::Chunked).then_some("chunked");
+        let ours_connection = match persist {
+            Persist::Default => None,
+            Persist::KeepAlive => Some("keep-alive"),
+            Persist::Close => Some("close"),
+        };
+        fn differs<'t>(
+            theirs: &'t Option<HeaderValue>,
+            ours: Option<&str>,
+        ) -> Option<&'t HeaderValue> {
+            theirs.as_ref().filter(|value| {
+                ours.map_or(true, |ours| {
+                    !value.as_bytes().eq_ignore_ascii_case(ours.as_bytes())
+                })
+            })
+        }
+        [
+            (
+                "Content-Length",
+                differs(&self.length, ours_length.as_deref()),
+            ),
+            ("Transfer-Encoding", differs(&self.coding, ours_coding)),
+            ("Connection", differs(&self.connection, ours_connection)),
+        ]
+        .into_iter()
+        .filter_map(|(name, theirs)| {
+            theirs.map(|value| format!("{name}: {}", String::from_utf8_lossy(value.as_bytes())))
+        })
+        .collect()
+    }
+}
+
+/// Appends the wire form of a response head to `out`: the status line with its
+/// reason, the service's header fields, then the framing ones.
+pub(crate) fn write_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    delimit: Delimit,
     persist: Persist,
     out: &mut Vec<u8>,
 ) {
-    let status = response.status;
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status.code(), status.reason());
-    for (name, value) in &response.headers {
-        let framing = ["content-length", "transfer-encoding", "connection"]
-            .iter()
-            .any(|f| name.eq_ignore_ascii_case(f));
-        // A CR or LF in a field would let a service's data split the response.
-        let unsafe_bytes = |s: &str| s.bytes().any(|b| b == b'\r' || b == b'\n');
-        if framing || unsafe_bytes(name) || unsafe_bytes(value) {
-            continue;
-        }
-        let _ = write!(out, "{name}: {value}\r\n");
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // The `http` crate's names and values cannot hold a CR or LF: a service's data
+    // cannot split the response.
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
-    if !status.forbids_body() {
-        let _ = write!(out, "Content-Length: {}\r\n", response.body.len());
+    match delimit {
+        Delimit::Length(len) => {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "Content-Length: {len}\r\n");
+        }
+        Delimit::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Delimit::Bodiless | Delimit::Close => {}
     }
     match persist {
         Persist::Default => {}
@@ -195,9 +351,6 @@ pub(crate) fn write_response(
         Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
     }
     out.extend_from_slice(b"\r\n");
-    if !head_only && !status.forbids_body() {
-        out.extend_from_slice(&response.body);
-    }
 }
 
 /// The reply to a client refused because every worker is busy and the queue is full.
@@ -213,46 +366,88 @@ server busy\n";
 mod tests {
     use super::*;
 
-    fn wire(response: &Response, head_only: bool, persist: Persist) -> String {
+    fn head(response: &Response, delimit: Delimit, persist: Persist) -> String {
         let mut out = Vec::new();
-        write_response(response, head_only, persist, &mut out);
+        write_head(
+            response.status(),
+            response.headers(),
+            delimit,
+            persist,
+            &mut out,
+        );
         String::from_utf8(out).unwrap()
     }
 
     #[test]
-    fn content_length_is_computed_and_head_has_no_body() {
-        let response = Response::text(Status::OK, "Hello");
+    fn status_lines_always_carry_a_reason() {
+        let teapot = text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "no");
+        assert!(head(&teapot, Delimit::Length(2), Persist::Default)
+            .starts_with("HTTP/1.1 415 Unsupported Media Type\r\n"));
+        let odd = StatusCode::from_u16(599).unwrap();
+        assert_eq!(reason(odd), "Server Error");
+        assert_eq!(reason(StatusCode::from_u16(299).unwrap()), "Success");
+    }
+
+    #[test]
+    fn framing_headers_follow_the_body() {
+        let response = text(StatusCode::OK, "Hello");
+        let delimit = Delimit::of(response.status(), response.body(), true);
+        assert_eq!(delimit, Delimit::Length(5));
         assert_eq!(
-            wire(&response, false, Persist::Default),
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Length: 5\r\n\r\nHello"
-        );
-        assert_eq!(
-            wire(&response, true, Persist::Close),
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n\
+            head(&response, delimit, Persist::Close),
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\n\
              Content-Length: 5\r\nConnection: close\r\n\r\n"
         );
-    }
-
-    #[test]
-    fn services_cannot_forge_framing_or_split_headers() {
-        let response = Response::new(Status::OK)
-            .header("Content-Length", "99")
-            .header("X-Evil", "a\r\nSet-Cookie: x")
-            .header("Connection", "keep-alive")
-            .body("ok");
+        let stream = Body::reader(std::io::empty());
+        assert_eq!(Delimit::of(StatusCode::OK, &stream, true), Delimit::Chunked);
+        assert_eq!(Delimit::of(StatusCode::OK, &stream, false), Delimit::Close);
+        let sized = Body::sized_reader(std::io::empty(), 9);
         assert_eq!(
-            wire(&response, false, Persist::Default),
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            Delimit::of(StatusCode::OK, &sized, false),
+            Delimit::Length(9)
+        );
+        let none = Body::from("ignored");
+        assert_eq!(
+            Delimit::of(StatusCode::NO_CONTENT, &none, true),
+            Delimit::Bodiless
+        );
+        assert_eq!(
+            Delimit::of(StatusCode::NOT_MODIFIED, &none, true),
+            Delimit::Bodiless
         );
     }
 
     #[test]
-    fn no_content_has_no_length() {
-        let response = Response::new(Status::NO_CONTENT).body("ignored");
+    fn service_framing_headers_are_taken_out_and_reported_when_wrong() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("99"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Close"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        assert!(has_framing_headers(&headers));
+        let taken = take_framing_headers(&mut headers);
+        assert!(taken.wants_close);
+        assert!(!has_framing_headers(&headers));
+        assert_eq!(headers.len(), 1);
         assert_eq!(
-            wire(&response, false, Persist::KeepAlive),
-            "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+            taken.replaced(Delimit::Length(2), Persist::Close),
+            vec!["Content-Length: 99".to_string()]
+        );
+        let mut right = HeaderMap::new();
+        right.insert(CONTENT_LENGTH, HeaderValue::from_static("2"));
+        let taken = take_framing_headers(&mut right);
+        assert!(!taken.wants_close);
+        assert!(taken
+            .replaced(Delimit::Length(2), Persist::Default)
+            .is_empty());
+        let mut chunked = HeaderMap::new();
+        chunked.insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        let taken = take_framing_headers(&mut chunked);
+        assert!(taken
+            .replaced(Delimit::Chunked, Persist::Default)
+            .is_empty());
+        assert_eq!(
+            taken.replaced(Delimit::Length(3), Persist::Default).len(),
+            1
         );
     }
 
