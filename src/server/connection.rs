@@ -480,43 +480,6 @@ impl<'a> Connection<'a> {
     /// As [`Connection::write_all`]; `UnexpectedEof` if the file ends first, and the
     /// file's own read errors.
     pub fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
-        /// Sends up to `count` bytes at `at`; how many the socket took.
-        #[cfg(target_os = "linux")]
-        fn send_at(
-            to: &TcpStream,
-            file: &std::fs::File,
-            at: u64,
-            count: usize,
-        ) -> io::Result<usize> {
-            let mut offset = i64::try_from(at).map_err(|_| io::ErrorKind::InvalidInput)?;
-            Ok(nix::sys::sendfile::sendfile64(
-                to,
-                file,
-                Some(&mut offset),
-                count,
-            )?)
-        }
-        #[cfg(not(target_os = "linux"))]
-        fn send_at(
-            to: &TcpStream,
-            file: &std::fs::File,
-            at: u64,
-            count: usize,
-        ) -> io::Result<usize> {
-            #[cfg(unix)]
-            use std::os::unix::fs::FileExt;
-            #[cfg(windows)]
-            use std::os::windows::fs::FileExt;
-            let mut buf = vec![0u8; count.min(64 * 1024)];
-            #[cfg(unix)]
-            let n = file.read_at(&mut buf, at)?;
-            #[cfg(windows)]
-            let n = file.seek_read(&mut buf, at)?;
-            if n == 0 {
-                return Ok(0);
-            }
-            (&*to).write(&buf[..n])
-        }
         // Big enough that the syscalls cost nothing next to the bytes, small enough
         // that a force is seen within a piece at loopback speed.
         const PIECE: u64 = 4 << 20;
@@ -530,7 +493,7 @@ impl<'a> Connection<'a> {
             let at = offset
                 .checked_add(sent)
                 .ok_or(io::ErrorKind::InvalidInput)?;
-            match send_at(&self.stream, file, at, piece) {
+            match send_file_at(&self.stream, file, at, piece) {
                 Ok(0) => {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -557,6 +520,34 @@ impl<'a> Connection<'a> {
         self.last_write = Some(Instant::now());
         Ok(())
     }
+}
+
+/// Sends up to `count` bytes of `file` from `at` to `to`; how many the socket took.
+#[cfg(target_os = "linux")]
+fn send_file_at(to: &TcpStream, file: &std::fs::File, at: u64, count: usize) -> io::Result<usize> {
+    let mut offset = i64::try_from(at).map_err(|_| io::ErrorKind::InvalidInput)?;
+    Ok(nix::sys::sendfile::sendfile64(
+        to,
+        file,
+        Some(&mut offset),
+        count,
+    )?)
+}
+#[cfg(not(target_os = "linux"))]
+fn send_file_at(to: &TcpStream, file: &std::fs::File, at: u64, count: usize) -> io::Result<usize> {
+    #[cfg(unix)]
+    use std::os::unix::fs::FileExt;
+    #[cfg(windows)]
+    use std::os::windows::fs::FileExt;
+    let mut buf = vec![0u8; count.min(64 * 1024)];
+    #[cfg(unix)]
+    let n = file.read_at(&mut buf, at)?;
+    #[cfg(windows)]
+    let n = file.seek_read(&mut buf, at)?;
+    if n == 0 {
+        return Ok(0);
+    }
+    (&*to).write(&buf[..n])
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ struct Framed {
 
 /// Feeds `pieces` one at a time, as reads, through the loop's framing steps, and
 /// checks the memory bounds after each.
+// Over 60 lines: the loop's framing steps (head, body, pipelined next head) are kept
+// in one function so that their order here is visibly the loop's.
 fn frame(pieces: &[Vec<u8>], limits: &Limits) -> Framed {
     let mut framed = Framed {
         requests: Vec::new(),

@@ -130,6 +130,7 @@ mod body;
 mod exchange;
 #[cfg(test)]
 mod fuzz;
+mod head;
 mod helpers;
 mod host;
 mod request;
@@ -149,11 +150,12 @@ use std::time::Duration;
 /// of your own, and is the same crate as a direct `http = "1"`.
 pub use ::http;
 
+pub use head::BUSY_REPLY;
 #[cfg(feature = "json")]
 pub use helpers::json;
 pub use helpers::query_pairs;
 pub use request_body::{Request, RequestBody};
-pub use response::{text, Body, Response, BUSY_REPLY};
+pub use response::{text, Body, Response};
 pub use routes::{Hello, ALLOWED, HELLO};
 pub use service::{Context, Error, IntoResponse, Service};
 

@@ -341,6 +341,8 @@ fn parse_length(value: &[u8]) -> Result<u64, RequestError> {
     })
 }
 
+// Over 400 lines with these tests, which pin the head parser down case by case and
+// belong beside it; the parser itself is about 300.
 #[cfg(test)]
 mod tests {
     use super::*;

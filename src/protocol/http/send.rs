@@ -13,9 +13,8 @@ use std::net::SocketAddr;
 use ::http::{StatusCode, Version};
 
 use super::exchange::Answer;
-use super::response::{
-    has_framing_headers, take_framing_headers, text, write_head, Delimit, Kind, Persist,
-};
+use super::head::{has_framing_headers, take_framing_headers, write_head, Delimit, Persist};
+use super::response::{text, Kind};
 use super::service::Service;
 use super::session::Session;
 use crate::Connection;

@@ -6,8 +6,8 @@ use std::io;
 use std::time::Instant;
 
 use super::body::BodyDecoder;
+use super::head::{write_head, Delimit, Persist};
 use super::request::{parse_head, Head, Parsed, RequestError};
-use super::response::{write_head, Delimit, Persist};
 use super::service::{Context, Service};
 use super::Http;
 use crate::{Connection, Received};
