@@ -4,6 +4,7 @@
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
+use std::time::Instant;
 
 use ::http::{Method, StatusCode, Version};
 
@@ -156,6 +157,9 @@ impl<S: Service> Session<'_, S> {
         if state.continue_owed {
             return Ok(BodyEnd::Unread);
         }
+        // A client dripping the rest of a body nobody wants gets the body timeout in
+        // all, not per read.
+        state.until = Instant::now().checked_add(self.http.body_timeout);
         let mut wire = Wire {
             conn,
             buf: &mut self.buf,
