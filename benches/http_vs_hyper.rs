@@ -5,7 +5,11 @@
 //!
 //! Run: `cargo bench --bench http_vs_hyper` (about a minute), or
 //! `cargo bench --bench http_vs_hyper -- --quick` for a few seconds' smoke run.
-//! Without `wrk` the throughput part is skipped with a message.
+//! Without `wrk` the throughput part is skipped with a message. With
+//! `-- --baseline PATH`, another build of `lameduck` (the previous commit's, built
+//! into a target directory of its own) is measured beside this one at 16
+//! connections, in alternating runs, so a change's cost is read against the same
+//! machine's noise.
 //!
 //! Each contender runs as its own process: lameduck is the real binary, hyper is this
 //! bench re-executed with `--serve-hyper`, so neither shares a runtime, an allocator
@@ -52,8 +56,18 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         commit()
     );
+    let baseline = args
+        .iter()
+        .position(|a| a == "--baseline")
+        .and_then(|at| args.get(at + 1))
+        .map(PathBuf::from);
     match Command::new("wrk").arg("--version").output() {
-        Ok(_) => throughput(duration),
+        Ok(_) => {
+            throughput(duration);
+            if let Some(baseline) = baseline {
+                against_baseline(baseline, duration);
+            }
+        }
         Err(_) => println!("wrk not installed (apt-get install -y wrk): throughput skipped"),
     }
     for contender in [Contender::Lameduck, Contender::Hyper] {
@@ -151,6 +165,48 @@ fn throughput(duration: &str) {
             rates[0] / rates[1]
         );
     }
+}
+
+/// This build of `lameduck` against `baseline` at 16 connections: five alternating
+/// runs each, medians, and the median of the five pairwise ratios.
+fn against_baseline(baseline: PathBuf, duration: &str) {
+    const ROUNDS: usize = 5;
+    let spec = |label: &str, program: PathBuf| ServerSpec {
+        label: label.to_string(),
+        program,
+        args: ["http", "--addr", "127.0.0.1:0", "--workers", "128"]
+            .iter()
+            .map(|arg| arg.to_string())
+            .collect(),
+        workers: None,
+    };
+    let specs = [
+        spec("lameduck", env!("CARGO_BIN_EXE_lameduck").into()),
+        spec("baseline", baseline.clone()),
+    ];
+    let mut rates = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (spec, rates) in specs.iter().zip(rates.iter_mut()) {
+            let server = ServerProc::start(spec, WAIT).unwrap_or_else(|err| panic!("{err}"));
+            drop(get_once(server.addr));
+            rates.push(wrk(server.addr, 16, duration));
+        }
+    }
+    let median = |values: &[f64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    let ratios: Vec<f64> = rates[0].iter().zip(&rates[1]).map(|(a, b)| a / b).collect();
+    println!(
+        "16 connections, {ROUNDS} alternating runs: this build {:.0} req/s, baseline {} {:.0} req/s (medians); ratio {:.3} (median of pairs, range {:.3}-{:.3})",
+        median(&rates[0]),
+        baseline.display(),
+        median(&rates[1]),
+        median(&ratios),
+        ratios.iter().copied().fold(f64::INFINITY, f64::min),
+        ratios.iter().copied().fold(0.0, f64::max),
+    );
 }
 
 /// SIGTERM with `count` idle keep-alive connections: time to exit, and whether every
