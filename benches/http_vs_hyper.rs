@@ -36,6 +36,11 @@ mod server;
 
 use server::{ServerProc, ServerSpec};
 
+// The process figures of the support code; only CPU time is used here.
+#[allow(dead_code)]
+#[path = "support/procfs.rs"]
+mod procfs;
+
 const HELLO: &str = "Hello, World!";
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -65,7 +70,7 @@ fn main() {
         Ok(_) => {
             throughput(duration);
             if let Some(baseline) = baseline {
-                against_baseline(baseline, duration);
+                against_baseline(baseline, quick);
             }
         }
         Err(_) => println!("wrk not installed (apt-get install -y wrk): throughput skipped"),
@@ -167,10 +172,16 @@ fn throughput(duration: &str) {
     }
 }
 
-/// This build of `lameduck` against `baseline` at 16 connections: five alternating
-/// runs each, medians, and the median of the five pairwise ratios.
-fn against_baseline(baseline: PathBuf, duration: &str) {
-    const ROUNDS: usize = 5;
+/// This build of `lameduck` against `baseline` at 16 connections: alternating runs,
+/// each contender's median requests per second and server CPU time per request, and
+/// the median of the pairwise ratios. The machine's noise moves both alike within a
+/// pair; CPU time per request is the steadier of the two figures.
+fn against_baseline(baseline: PathBuf, quick: bool) {
+    let (rounds, duration, seconds) = if quick {
+        (3, "1s", 1.0)
+    } else {
+        (9, "5s", 5.0)
+    };
     let spec = |label: &str, program: PathBuf| ServerSpec {
         label: label.to_string(),
         program,
@@ -184,28 +195,50 @@ fn against_baseline(baseline: PathBuf, duration: &str) {
         spec("lameduck", env!("CARGO_BIN_EXE_lameduck").into()),
         spec("baseline", baseline.clone()),
     ];
-    let mut rates = [Vec::new(), Vec::new()];
-    for _ in 0..ROUNDS {
-        for (spec, rates) in specs.iter().zip(rates.iter_mut()) {
+    // Requests per second, and server CPU microseconds per request.
+    let mut runs = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (spec, runs) in specs.iter().zip(runs.iter_mut()) {
             let server = ServerProc::start(spec, WAIT).unwrap_or_else(|err| panic!("{err}"));
             drop(get_once(server.addr));
-            rates.push(wrk(server.addr, 16, duration));
+            let before = procfs::cpu_ticks(Some(server.pid)).unwrap_or(0);
+            let rate = wrk(server.addr, 16, duration);
+            let ticks = procfs::cpu_ticks(Some(server.pid)).unwrap_or(0) - before;
+            let cpu_us = ticks as f64 / procfs::clk_tck() as f64 * 1e6 / (rate * seconds);
+            runs.push((rate, cpu_us));
         }
     }
-    let median = |values: &[f64]| {
-        let mut sorted = values.to_vec();
+    let median = |values: Vec<f64>| {
+        let mut sorted = values;
         sorted.sort_by(f64::total_cmp);
         sorted[sorted.len() / 2]
     };
-    let ratios: Vec<f64> = rates[0].iter().zip(&rates[1]).map(|(a, b)| a / b).collect();
+    let figure =
+        |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(runs.iter().map(pick).collect());
+    let ratio = |pick: fn(&(f64, f64)) -> f64| {
+        median(
+            runs[0]
+                .iter()
+                .zip(&runs[1])
+                .map(|(a, b)| pick(a) / pick(b))
+                .collect(),
+        )
+    };
+    println!("16 connections, {rounds} alternating runs of wrk -d{duration}, medians:");
+    println!("  contender  req/s  server CPU us/req");
+    for (spec, runs) in specs.iter().zip(&runs) {
+        println!(
+            "  {:<9} {:>6.0}  {:>17.2}",
+            spec.label,
+            figure(runs, |run| run.0),
+            figure(runs, |run| run.1)
+        );
+    }
     println!(
-        "16 connections, {ROUNDS} alternating runs: this build {:.0} req/s, baseline {} {:.0} req/s (medians); ratio {:.3} (median of pairs, range {:.3}-{:.3})",
-        median(&rates[0]),
+        "  this/baseline ({}): req/s {:.3}, CPU per request {:.3} (medians of pairwise ratios)",
         baseline.display(),
-        median(&rates[1]),
-        median(&ratios),
-        ratios.iter().copied().fold(f64::INFINITY, f64::min),
-        ratios.iter().copied().fold(0.0, f64::max),
+        ratio(|run| run.0),
+        ratio(|run| run.1)
     );
 }
 
