@@ -14,6 +14,7 @@ mod descriptors;
 mod echo;
 mod examples;
 mod http;
+mod http_stream;
 mod kit_examples;
 mod notes;
 mod probe;
