@@ -21,7 +21,6 @@
 //! opens the same database and serves beside the old one until the old one has
 //! drained), and a socket passed by systemd is served instead of `--addr`.
 
-use std::error::Error;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,7 +29,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use lameduck::deploy::Deploy;
-use lameduck::protocol::http::{Context, Http, Request, Response, Status};
+use lameduck::protocol::http::http::{self, header, HeaderValue, Method, StatusCode};
+use lameduck::protocol::http::{text, Body, Context, Error, Http, Request, Response};
 use lameduck::{logging, output, signals, Lifecycle, Server, Shutdown};
 use rusqlite::{params, OptionalExtension};
 
@@ -96,7 +96,7 @@ struct Db {
 }
 
 impl Db {
-    fn open(path: &PathBuf) -> Result<Db, Box<dyn Error + Send + Sync>> {
+    fn open(path: &PathBuf) -> Result<Db, Error> {
         let conn = rusqlite::Connection::open(path)?;
         // SQLite falls back to read-only when it cannot write (file mode, a read-only
         // mount, `mode=ro`): a service that stores notes must refuse to start, not say
@@ -122,17 +122,17 @@ impl Db {
     fn with<T>(
         &self,
         f: impl FnOnce(&rusqlite::Connection) -> rusqlite::Result<T>,
-    ) -> Result<T, Box<dyn Error + Send + Sync>> {
+    ) -> Result<T, Error> {
         let guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         let conn = guard.as_ref().ok_or("database is closed")?;
         Ok(f(conn)?)
     }
 
-    fn checkpoint(&self, mode: &str) -> Result<(), Box<dyn Error + Send + Sync>> {
+    fn checkpoint(&self, mode: &str) -> Result<(), Error> {
         self.with(|conn| conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())))
     }
 
-    fn close(&self) -> Result<(), Box<dyn Error + Send + Sync>> {
+    fn close(&self) -> Result<(), Error> {
         self.checkpoint("TRUNCATE")?;
         let conn = self
             .conn
@@ -151,60 +151,57 @@ struct Notes {
     db: Arc<Db>,
 }
 
+/// A `405` naming the methods `allow`ed.
+fn method_not_allowed(allow: &'static str) -> Response {
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
 impl Notes {
-    fn route(&self, req: &Request, ctx: &Context<'_>) -> Response {
-        let path = req.path();
-        let result = match (req.method.as_str(), path) {
-            ("GET" | "HEAD", "/healthz") if ctx.is_ready() => {
-                return Response::text(Status::OK, "ok\n")
-            }
-            ("GET" | "HEAD", "/healthz") => {
-                return Response::text(Status::SERVICE_UNAVAILABLE, "draining\n")
-            }
-            ("POST", "/notes") => self.create(&req.body),
-            ("GET" | "HEAD", "/notes") => self.count(),
-            ("GET" | "HEAD", _) if path.starts_with("/notes/") => self.fetch(&path[7..]),
-            (_, "/notes" | "/healthz") => {
-                return Response::text(Status::METHOD_NOT_ALLOWED, "method not allowed\n").header(
-                    "Allow",
-                    if path == "/notes" {
-                        "GET, HEAD, POST"
-                    } else {
-                        "GET, HEAD"
-                    },
-                )
-            }
-            (_, _) if path.starts_with("/notes/") => {
-                return Response::text(Status::METHOD_NOT_ALLOWED, "method not allowed\n")
-                    .header("Allow", "GET, HEAD")
-            }
-            _ => return Response::text(Status::NOT_FOUND, "not found\n"),
-        };
-        result.unwrap_or_else(|err| {
-            log::error!("{} {path}: {err}", req.method);
-            Response::text(Status::INTERNAL_ERROR, "internal error\n")
+    /// Answers a request; a database error is returned, which the handler logs and
+    /// answers `500`. A HEAD arrives as a GET.
+    fn route(&self, mut req: Request<'_>, ctx: &Context) -> Result<Response, Error> {
+        let path = req.uri().path().to_owned();
+        Ok(match (req.method().clone(), path.as_str()) {
+            (Method::GET, "/healthz") if ctx.is_ready() => text(StatusCode::OK, "ok\n"),
+            (Method::GET, "/healthz") => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+            // Within `--max-note`: a longer body is refused with 413 by the handler.
+            (Method::POST, "/notes") => self.create(&req.body_mut().to_vec()?)?,
+            (Method::GET, "/notes") => self.count()?,
+            (Method::GET, _) if path.starts_with("/notes/") => self.fetch(&path[7..])?,
+            (_, "/notes") => method_not_allowed("GET, HEAD, POST"),
+            (_, "/healthz") => method_not_allowed("GET, HEAD"),
+            _ if path.starts_with("/notes/") => method_not_allowed("GET, HEAD"),
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
         })
     }
 
-    fn create(&self, body: &[u8]) -> Result<Response, Box<dyn Error + Send + Sync>> {
+    fn create(&self, body: &[u8]) -> Result<Response, Error> {
         let id = self.db.with(|conn| {
             conn.execute("INSERT INTO notes (body) VALUES (?1)", params![body])?;
             Ok(conn.last_insert_rowid())
         })?;
-        Ok(Response::text(Status::CREATED, format!("{id}\n"))
-            .header("Location", format!("/notes/{id}")))
+        let mut response = text(StatusCode::CREATED, format!("{id}\n"));
+        response.headers_mut().insert(
+            header::LOCATION,
+            HeaderValue::try_from(format!("/notes/{id}"))?,
+        );
+        Ok(response)
     }
 
-    fn count(&self) -> Result<Response, Box<dyn Error + Send + Sync>> {
+    fn count(&self) -> Result<Response, Error> {
         let count: i64 = self
             .db
             .with(|conn| conn.query_row("SELECT COUNT(*) FROM notes", [], |row| row.get(0)))?;
-        Ok(Response::text(Status::OK, format!("{count}\n")))
+        Ok(text(StatusCode::OK, format!("{count}\n")))
     }
 
-    fn fetch(&self, id: &str) -> Result<Response, Box<dyn Error + Send + Sync>> {
+    fn fetch(&self, id: &str) -> Result<Response, Error> {
         let Ok(id) = id.parse::<i64>() else {
-            return Ok(Response::text(Status::NOT_FOUND, "not found\n"));
+            return Ok(text(StatusCode::NOT_FOUND, "not found\n"));
         };
         let body: Option<Vec<u8>> = self.db.with(|conn| {
             conn.query_row("SELECT body FROM notes WHERE id = ?1", [id], |row| {
@@ -213,10 +210,10 @@ impl Notes {
             .optional()
         })?;
         Ok(match body {
-            Some(body) => Response::new(Status::OK)
-                .header("Content-Type", "application/octet-stream")
-                .body(body),
-            None => Response::text(Status::NOT_FOUND, "not found\n"),
+            Some(body) => http::Response::builder()
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::from(body))?,
+            None => text(StatusCode::NOT_FOUND, "not found\n"),
         })
     }
 }
@@ -236,7 +233,7 @@ fn main() -> ExitCode {
     code
 }
 
-fn run(args: Args) -> Result<u8, Box<dyn Error>> {
+fn run(args: Args) -> Result<u8, Box<dyn std::error::Error>> {
     // Sockets handed over by systemd or by the process this one upgrades.
     let mut deploy = Deploy::from_env()?.upgrade_on_sigusr2(args.upgrade_timeout);
     if let Some(path) = &args.pid_file {
@@ -260,7 +257,7 @@ fn run(args: Args) -> Result<u8, Box<dyn Error>> {
     })?;
 
     let notes = Notes { db };
-    let http = Http::new(move |req: &Request, ctx: &Context<'_>| notes.route(req, ctx))
+    let http = Http::new(move |req: Request<'_>, ctx: &Context| notes.route(req, ctx))
         .max_body(args.max_note)
         .idle_timeout(args.idle_timeout);
     // During an upgrade two processes share the database: WAL and the busy timeout

@@ -8,6 +8,7 @@ use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use lameduck::protocol::http::http::StatusCode;
 use lameduck::protocol::http::*;
 use lameduck::{Server, ServerHandle, Shutdown};
 use support::http::{assert_eof, read_reply};
@@ -98,16 +99,23 @@ fn http10_closes_unless_asked_to_keep_alive() {
 
 #[test]
 fn chunked_bodies_reach_the_service() {
-    let echo = |req: &Request, _: &Context<'_>| {
+    let echo = |mut req: Request<'_>, _: &Context| -> Result<Response, Error> {
+        let body = req.body_mut().to_vec()?;
         let trailer = req
-            .trailers
-            .iter()
-            .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v)))
+            .body()
+            .trailers()
+            .into_iter()
+            .flatten()
+            // The `http` crate keeps names in lower case; this echo shows them in upper.
+            .map(|(n, v)| {
+                let name = n.as_str().to_ascii_uppercase();
+                format!("{name}={}", String::from_utf8_lossy(v.as_bytes()))
+            })
             .collect::<Vec<_>>()
             .join(",");
-        Response::new(Status::OK)
+        Ok(http::Response::builder()
             .header("X-Trailers", trailer)
-            .body(req.body.clone())
+            .body(Body::from(body))?)
     };
     let server = Running::start(Http::new(echo).max_body(10));
     let mut client = server.connect();
@@ -139,8 +147,10 @@ fn chunked_bodies_reach_the_service() {
 
 #[test]
 fn expect_continue_gets_100_before_the_body() {
-    let server = Running::start(Http::new(|req: &Request, _: &Context<'_>| {
-        Response::new(Status::OK).body(req.body.clone())
+    let server = Running::start(Http::new(|mut req: Request<'_>, _: &Context| {
+        req.body_mut()
+            .to_vec()
+            .map(|body| http::Response::new(Body::from(body)))
     }));
     let mut client = server.connect();
     client
@@ -173,8 +183,8 @@ fn slow_heads_get_408_and_silent_connections_are_closed() {
 #[test]
 fn drain_answers_requests_already_sent_then_closes() {
     let (started_tx, started_rx) = crossbeam_channel::bounded(1);
-    let service = move |req: &Request, ctx: &Context<'_>| {
-        if req.path() == "/slow" {
+    let service = move |req: Request<'_>, ctx: &Context| {
+        if req.uri().path() == "/slow" {
             let _ = started_tx.send(());
             // Work until the drain has begun, so the goodbye comes mid-request.
             let deadline = Instant::now() + WAIT;
@@ -182,7 +192,7 @@ fn drain_answers_requests_already_sent_then_closes() {
                 ctx.work_for(Duration::from_millis(5));
             }
         }
-        Response::text(Status::OK, req.path())
+        text(StatusCode::OK, req.uri().path().to_owned())
     };
     // No keep-alive grace: the idle connection, answered just before the trigger,
     // is dismissed as draining begins. (With one it would close when the grace ends,
@@ -224,11 +234,11 @@ fn drain_answers_requests_already_sent_then_closes() {
 
 #[test]
 fn a_panicking_service_answers_500_and_the_server_counts_it() {
-    let server = Running::start(Http::new(|req: &Request, _: &Context<'_>| {
-        if req.path() == "/boom" {
+    let server = Running::start(Http::new(|req: Request<'_>, _: &Context| {
+        if req.uri().path() == "/boom" {
             panic!("boom");
         }
-        Response::text(Status::OK, "fine")
+        text(StatusCode::OK, "fine")
     }));
     let mut client = server.connect();
     client

@@ -4,23 +4,22 @@
 //! `httparse` does the tokenising; what it leaves to us — and what request smuggling
 //! lives on — is decided here: a `Content-Length` that is not one plain number, two
 //! that disagree, `Transfer-Encoding` beside `Content-Length`, a coding other than a
-//! final `chunked`, an HTTP/1.1 request without `Host`. Each is refused with a status
-//! and the connection is closed, since where the next request starts is then unknown.
+//! final `chunked`, an HTTP/1.1 request without `Host` (see `host`). Each is refused
+//! with a status and the connection is closed, since where the next request starts is
+//! then unknown. What is left becomes the `http` crate's method, URI, version and
+//! header map, which is what a service sees.
 
-use super::response::Status;
+use ::http::header::{HeaderName, HeaderValue};
+use ::http::{HeaderMap, Method, StatusCode, Uri, Version};
 
-/// The version of a request; only HTTP/1.0 and HTTP/1.1 are spoken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Version {
-    /// HTTP/1.0: the connection closes after the response unless asked otherwise.
-    Http10,
-    /// HTTP/1.1: the connection stays open unless asked otherwise.
-    Http11,
-}
+use super::host::check_host;
+
+/// The header fields of a head as `httparse` tokenised them.
+pub(crate) type Fields<'h> = [httparse::Header<'h>];
 
 /// How a request's body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
+pub(crate) enum Framing {
     /// No body (neither `Content-Length` nor `Transfer-Encoding`).
     Empty,
     /// Exactly this many bytes follow the head.
@@ -31,14 +30,14 @@ pub enum Framing {
 
 /// The limits that keep a hostile or broken client from costing unbounded memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Most header fields in a head (and in a chunked body's trailers). Default 64.
-    pub max_headers: usize,
+    pub(crate) max_headers: usize,
     /// Most bytes of a head, request line included (also of a trailer section).
     /// Default 16 KiB.
-    pub max_head_bytes: usize,
+    pub(crate) max_head_bytes: usize,
     /// Most bytes of a decoded body. Default 1 MiB.
-    pub max_body: usize,
+    pub(crate) max_body: usize,
 }
 
 impl Default for Limits {
@@ -53,20 +52,20 @@ impl Default for Limits {
 
 /// Why a request cannot be served; each maps to a status and a close.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestError {
+pub(crate) struct RequestError {
     /// The status the client is sent.
-    pub status: Status,
+    pub(crate) status: StatusCode,
     /// What was wrong, for the log and the response body.
-    pub detail: &'static str,
+    pub(crate) detail: &'static str,
 }
 
 impl RequestError {
-    pub(crate) fn new(status: Status, detail: &'static str) -> RequestError {
+    pub(crate) fn new(status: StatusCode, detail: &'static str) -> RequestError {
         RequestError { status, detail }
     }
 
     pub(crate) fn bad(detail: &'static str) -> RequestError {
-        RequestError::new(Status::BAD_REQUEST, detail)
+        RequestError::new(StatusCode::BAD_REQUEST, detail)
     }
 }
 
@@ -75,8 +74,8 @@ impl std::fmt::Display for RequestError {
         write!(
             f,
             "{} {}: {}",
-            self.status.code(),
-            self.status.reason(),
+            self.status.as_u16(),
+            self.status.canonical_reason().unwrap_or(""),
             self.detail
         )
     }
@@ -84,143 +83,27 @@ impl std::fmt::Display for RequestError {
 
 impl std::error::Error for RequestError {}
 
-/// A parsed request. Its body is complete: the handler reads it (within the limit)
-/// before the service is called.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    /// The method, as sent (methods are case-sensitive).
-    pub method: String,
-    /// The request target as sent: a path with its query, or an absolute URI.
-    pub target: String,
-    /// The protocol version.
-    pub version: Version,
-    /// Header fields in the order received; names as sent, values as raw bytes.
-    pub headers: Vec<(String, Vec<u8>)>,
-    /// The decoded body (empty if none was sent).
-    pub body: Vec<u8>,
-    /// Trailer fields of a chunked body.
-    pub trailers: Vec<(String, Vec<u8>)>,
-}
-
-impl Request {
-    /// The path of the target without its query: `/a/b` for `/a/b?x=1` and for
-    /// `http://host/a/b?x=1`.
-    pub fn path(&self) -> &str {
-        let target = self.target.as_str();
-        let after_authority = match target.find("://") {
-            Some(scheme_end) => {
-                let rest = &target[scheme_end + 3..];
-                rest.find('/').map_or("/", |slash| &rest[slash..])
-            }
-            None => target,
-        };
-        after_authority
-            .split_once('?')
-            .map_or(after_authority, |(path, _)| path)
-    }
-
-    /// The first header named `name` (compared without case), if any.
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        header_value(&self.headers, name)
-    }
-
-    /// True if the method is `HEAD`: the response is sent without its body.
-    pub fn is_head(&self) -> bool {
-        self.method == "HEAD"
-    }
-}
-
-fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
-    headers
-        .iter()
-        .find(|(have, _)| have.eq_ignore_ascii_case(name))
-        .map(|(_, value)| value.as_slice())
-}
-
-/// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`, and a request whose
-/// `Host` is repeated or is not a valid `uri-host [ ":" port ]` gets 400 — two hosts
-/// are how requests get routed to one backend and interpreted as another.
-fn check_host(headers: &[(String, Vec<u8>)], version: Version) -> Result<(), RequestError> {
-    let mut hosts = headers
-        .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("host"))
-        .map(|(_, value)| value.as_slice());
-    match (hosts.next(), hosts.next()) {
-        (None, _) if version == Version::Http11 => {
-            Err(RequestError::bad("HTTP/1.1 request without Host"))
-        }
-        (None, _) => Ok(()),
-        (Some(_), Some(_)) => Err(RequestError::bad("more than one Host")),
-        (Some(host), None) if is_valid_host(host) => Ok(()),
-        (Some(_), None) => Err(RequestError::bad("invalid Host")),
-    }
-}
-
-/// `uri-host [ ":" port ]` (RFC 3986 §3.2.2): an IP literal in brackets, or a
-/// reg-name / IPv4 address of unreserved, percent-encoded and sub-delimiter
-/// characters, then optional digits after a colon. Empty is valid (a target without
-/// an authority). No spaces, no `@` (userinfo), no `/`, `?` or `#`.
-fn is_valid_host(host: &[u8]) -> bool {
-    let (name, port) = match host.strip_prefix(b"[") {
-        Some(rest) => {
-            let Some(end) = rest.iter().position(|&b| b == b']') else {
-                return false;
-            };
-            let literal = &rest[..end];
-            let valid_literal = !literal.is_empty()
-                && literal
-                    .iter()
-                    .all(|&b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'));
-            if !valid_literal {
-                return false;
-            }
-            (&[][..], &rest[end + 1..])
-        }
-        None => match host.iter().rposition(|&b| b == b':') {
-            Some(colon) => (&host[..colon], &host[colon..]),
-            None => (host, &[][..]),
-        },
-    };
-    let valid_port = match port.strip_prefix(b":") {
-        Some(digits) => digits.iter().all(u8::is_ascii_digit),
-        None => port.is_empty(),
-    };
-    let valid_name = name.iter().all(|&b| {
-        b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'%')
-            || matches!(
-                b,
-                b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
-            )
-    });
-    valid_port && valid_name
-}
-
-/// Whether a comma-separated header (such as `Connection`) lists `token`.
-pub(crate) fn has_token(headers: &[(String, Vec<u8>)], name: &str, token: &str) -> bool {
-    headers
-        .iter()
-        .filter(|(have, _)| have.eq_ignore_ascii_case(name))
-        .flat_map(|(_, value)| value.split(|&b| b == b','))
-        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
 /// A head as parsed, before the body is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    /// The request, with an empty body for now.
-    pub request: Request,
+pub(crate) struct Head {
+    pub(crate) method: Method,
+    /// The request target: a path with its query, an absolute URI, `*` or an
+    /// authority.
+    pub(crate) uri: Uri,
+    /// HTTP/1.0 or HTTP/1.1; other versions are refused.
+    pub(crate) version: Version,
+    pub(crate) headers: HeaderMap,
     /// How the body is delimited.
-    pub framing: Framing,
+    pub(crate) framing: Framing,
     /// Whether the client may reuse the connection after this response.
-    pub keep_alive: bool,
+    pub(crate) keep_alive: bool,
     /// Whether the client waits for `100 Continue` before sending its body.
-    pub expects_continue: bool,
+    pub(crate) expects_continue: bool,
 }
 
 /// Outcome of trying to parse a head from the bytes received so far.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Parsed {
+pub(crate) enum Parsed {
     /// A complete head, and how many bytes of the input it took.
     Complete(Box<Head>, usize),
     /// More bytes are needed; the input is within the limits.
@@ -237,98 +120,127 @@ pub enum Parsed {
 /// malformed head or ambiguous framing, 413 for a `Content-Length` over
 /// [`Limits::max_body`], 501 for a transfer coding other than chunked, 505 for an
 /// HTTP version other than 1.x, 417 for an expectation other than `100-continue`.
-pub fn parse_head(input: &[u8], limits: &Limits) -> Result<Parsed, RequestError> {
-    let mut headers = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut headers);
-    let status = req.parse(input);
-    let head_len = match status {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => {
-            return if input.len() > limits.max_head_bytes {
-                Err(RequestError::new(
-                    Status::HEADERS_TOO_LARGE,
-                    "request head too large",
-                ))
-            } else {
-                Ok(Parsed::Partial)
-            };
-        }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(RequestError::new(
-                Status::HEADERS_TOO_LARGE,
-                "too many header fields",
-            ))
-        }
-        Err(httparse::Error::Version) if names_another_version(input) => {
-            return Err(RequestError::new(
-                Status::VERSION_NOT_SUPPORTED,
-                "only HTTP/1.0 and HTTP/1.1 are spoken",
-            ))
-        }
-        Err(_) => return Err(RequestError::bad("malformed request head")),
+pub(crate) fn parse_head(input: &[u8], limits: &Limits) -> Result<Parsed, RequestError> {
+    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
+    let mut req = httparse::Request::new(&mut fields);
+    let Some(head_len) = tokenize(&mut req, input, limits)? else {
+        return Ok(Parsed::Partial);
     };
-    if head_len > limits.max_head_bytes {
-        return Err(RequestError::new(
-            Status::HEADERS_TOO_LARGE,
-            "request head too large",
-        ));
-    }
-    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(RequestError::bad("incomplete request line"));
     };
     let version = match minor {
-        0 => Version::Http10,
-        1 => Version::Http11,
-        _ => {
-            return Err(RequestError::new(
-                Status::VERSION_NOT_SUPPORTED,
-                "only HTTP/1.0 and HTTP/1.1 are spoken",
-            ))
-        }
+        0 => Version::HTTP_10,
+        1 => Version::HTTP_11,
+        _ => return Err(another_version()),
     };
-    let headers: Vec<(String, Vec<u8>)> = req
-        .headers
-        .iter()
-        .map(|h| (h.name.to_string(), h.value.trim_ascii().to_vec()))
-        .collect();
-    let framing = framing(&headers, version, limits)?;
-    check_host(&headers, version)?;
-    let expects_continue = match header_value(&headers, "expect") {
-        None => false,
-        Some(value) if value.eq_ignore_ascii_case(b"100-continue") => {
-            version == Version::Http11 && framing != Framing::Empty
-        }
-        Some(_) => {
-            return Err(RequestError::new(
-                Status::EXPECTATION_FAILED,
-                "only 100-continue is understood",
-            ))
-        }
-    };
-    let keep_alive = match version {
-        Version::Http11 => !has_token(&headers, "connection", "close"),
-        Version::Http10 => {
-            has_token(&headers, "connection", "keep-alive")
-                && !has_token(&headers, "connection", "close")
-        }
-    };
-    let request = Request {
-        method: method.to_string(),
-        target: path.to_string(),
+    let fields: &Fields<'_> = req.headers;
+    let framing = framing(fields, version, limits)?;
+    check_host(fields, version)?;
+    let head = Head {
+        method: Method::from_bytes(method.as_bytes())
+            .map_err(|_| RequestError::bad("invalid method"))?,
+        uri: target
+            .parse()
+            .map_err(|_| RequestError::bad("invalid request target"))?,
         version,
-        headers,
-        body: Vec::new(),
-        trailers: Vec::new(),
+        headers: header_map(fields)?,
+        framing,
+        keep_alive: keep_alive(fields, version),
+        expects_continue: expects_continue(fields, version, framing)?,
     };
-    Ok(Parsed::Complete(
-        Box::new(Head {
-            request,
-            framing,
-            keep_alive,
-            expects_continue,
-        }),
-        head_len,
-    ))
+    Ok(Parsed::Complete(Box::new(head), head_len))
+}
+
+/// Runs `httparse` over `input`: the head's length once it is complete, `None` while
+/// it is partial and within the limits.
+fn tokenize<'b>(
+    req: &mut httparse::Request<'_, 'b>,
+    input: &'b [u8],
+    limits: &Limits,
+) -> Result<Option<usize>, RequestError> {
+    let too_large = || {
+        RequestError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        )
+    };
+    match req.parse(input) {
+        Ok(httparse::Status::Complete(len)) if len > limits.max_head_bytes => Err(too_large()),
+        Ok(httparse::Status::Complete(len)) => Ok(Some(len)),
+        Ok(httparse::Status::Partial) if input.len() > limits.max_head_bytes => Err(too_large()),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(RequestError::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "too many header fields",
+        )),
+        Err(httparse::Error::Version) if names_another_version(input) => Err(another_version()),
+        Err(_) => Err(RequestError::bad("malformed request head")),
+    }
+}
+
+fn another_version() -> RequestError {
+    RequestError::new(
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        "only HTTP/1.0 and HTTP/1.1 are spoken",
+    )
+}
+
+/// The header fields as the `http` crate's map, in the order received.
+fn header_map(fields: &Fields<'_>) -> Result<HeaderMap, RequestError> {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| RequestError::bad("invalid header name"))?;
+        let value = HeaderValue::from_bytes(field.value.trim_ascii())
+            .map_err(|_| RequestError::bad("invalid header value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// The first value of the field `name` (compared without case), if any.
+fn field<'h>(fields: &'h Fields<'_>, name: &str) -> Option<&'h [u8]> {
+    fields
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value.trim_ascii())
+}
+
+/// Whether a comma-separated field (such as `Connection`) lists `token`.
+fn has_token(fields: &Fields<'_>, name: &str, token: &str) -> bool {
+    fields
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case(name))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+fn keep_alive(fields: &Fields<'_>, version: Version) -> bool {
+    if version == Version::HTTP_11 {
+        !has_token(fields, "connection", "close")
+    } else {
+        has_token(fields, "connection", "keep-alive") && !has_token(fields, "connection", "close")
+    }
+}
+
+/// `Expect: 100-continue` is honoured for an HTTP/1.1 request with a body; any other
+/// expectation is refused with 417.
+fn expects_continue(
+    fields: &Fields<'_>,
+    version: Version,
+    framing: Framing,
+) -> Result<bool, RequestError> {
+    match field(fields, "expect") {
+        None => Ok(false),
+        Some(value) if value.eq_ignore_ascii_case(b"100-continue") => {
+            Ok(version == Version::HTTP_11 && framing != Framing::Empty)
+        }
+        Some(_) => Err(RequestError::new(
+            StatusCode::EXPECTATION_FAILED,
+            "only 100-continue is understood",
+        )),
+    }
 }
 
 /// Whether the request line's version names HTTP with a digit for its major version
@@ -344,17 +256,17 @@ fn names_another_version(input: &[u8]) -> bool {
 
 /// RFC 9112 §6.3: how the body is delimited, refusing every ambiguous case.
 fn framing(
-    headers: &[(String, Vec<u8>)],
+    fields: &Fields<'_>,
     version: Version,
     limits: &Limits,
 ) -> Result<Framing, RequestError> {
-    let mut codings = headers
+    let mut codings = fields
         .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("transfer-encoding"))
+        .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
         .peekable();
-    let mut lengths = headers
+    let mut lengths = fields
         .iter()
-        .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+        .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
         .peekable();
     if codings.peek().is_some() {
         if lengths.peek().is_some() {
@@ -362,40 +274,20 @@ fn framing(
                 "both Content-Length and Transfer-Encoding",
             ));
         }
-        if version == Version::Http10 {
+        if version == Version::HTTP_10 {
             return Err(RequestError::bad(
                 "Transfer-Encoding in an HTTP/1.0 request",
             ));
         }
         let items: Vec<&[u8]> = codings
-            .flat_map(|(_, value)| value.split(|&b| b == b','))
+            .flat_map(|h| h.value.split(|&b| b == b','))
             .map(<[u8]>::trim_ascii)
             .collect();
-        let chunked = |item: &&[u8]| item.eq_ignore_ascii_case(b"chunked");
-        return match items.split_last() {
-            Some((last, rest)) if chunked(last) => {
-                if rest.iter().any(chunked) {
-                    Err(RequestError::bad("chunked applied twice"))
-                } else if rest.is_empty() {
-                    Ok(Framing::Chunked)
-                } else {
-                    Err(RequestError::new(
-                        Status::NOT_IMPLEMENTED,
-                        "only the chunked transfer coding is understood",
-                    ))
-                }
-            }
-            Some(_) if items.iter().any(chunked) => Err(RequestError::bad(
-                "chunked is not the final transfer coding",
-            )),
-            // Without a final chunked the body runs to the close, which a request
-            // cannot do (RFC 9112 §6.3, point 4).
-            _ => Err(RequestError::bad("transfer coding without a final chunked")),
-        };
+        return transfer_coding(&items);
     }
     let mut length: Option<u64> = None;
-    for (_, value) in lengths {
-        let parsed = parse_length(value)?;
+    for h in lengths {
+        let parsed = parse_length(h.value.trim_ascii())?;
         if length.is_some_and(|seen| seen != parsed) {
             return Err(RequestError::bad("conflicting Content-Length values"));
         }
@@ -404,10 +296,35 @@ fn framing(
     match length {
         None | Some(0) => Ok(Framing::Empty),
         Some(n) if n > limits.max_body as u64 => Err(RequestError::new(
-            Status::PAYLOAD_TOO_LARGE,
+            StatusCode::PAYLOAD_TOO_LARGE,
             "request body over the limit",
         )),
         Some(n) => Ok(Framing::Length(n)),
+    }
+}
+
+/// The framing of a request with `Transfer-Encoding`: a single final `chunked`.
+fn transfer_coding(items: &[&[u8]]) -> Result<Framing, RequestError> {
+    let chunked = |item: &&[u8]| item.eq_ignore_ascii_case(b"chunked");
+    match items.split_last() {
+        Some((last, rest)) if chunked(last) => {
+            if rest.iter().any(chunked) {
+                Err(RequestError::bad("chunked applied twice"))
+            } else if rest.is_empty() {
+                Ok(Framing::Chunked)
+            } else {
+                Err(RequestError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "only the chunked transfer coding is understood",
+                ))
+            }
+        }
+        Some(_) if items.iter().any(chunked) => Err(RequestError::bad(
+            "chunked is not the final transfer coding",
+        )),
+        // Without a final chunked the body runs to the close, which a request
+        // cannot do (RFC 9112 §6.3, point 4).
+        _ => Err(RequestError::bad("transfer coding without a final chunked")),
     }
 }
 
@@ -424,6 +341,8 @@ fn parse_length(value: &[u8]) -> Result<u64, RequestError> {
     })
 }
 
+// Over 400 lines with these tests, which pin the head parser down case by case and
+// belong beside it; the parser itself is about 300.
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,7 +360,7 @@ mod tests {
 
     fn status(input: &[u8]) -> u16 {
         match parse_head(input, &limits()) {
-            Err(err) => err.status.code(),
+            Err(err) => err.status.as_u16(),
             other => panic!("expected an error, got {other:?}"),
         }
     }
@@ -451,9 +370,14 @@ mod tests {
         let input = b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\nrest";
         let (head, len) = head(input);
         assert_eq!(len, input.len() - 4);
-        assert_eq!(head.request.method, "GET");
-        assert_eq!(head.request.path(), "/a");
-        assert_eq!(head.request.header("HOST"), Some(&b"x"[..]));
+        assert_eq!(head.method, Method::GET);
+        assert_eq!(head.uri.path(), "/a");
+        assert_eq!(head.uri.query(), Some("b=c"));
+        assert_eq!(
+            head.headers.get("HOST").map(HeaderValue::as_bytes),
+            Some(&b"x"[..])
+        );
+        assert_eq!(head.version, Version::HTTP_11);
         assert_eq!(head.framing, Framing::Empty);
         assert!(head.keep_alive);
     }
@@ -489,9 +413,9 @@ mod tests {
     #[test]
     fn absolute_targets_route_by_their_path() {
         let (absolute, _) = head(b"GET http://h:1/x/y?q HTTP/1.1\r\nHost: h\r\n\r\n");
-        assert_eq!(absolute.request.path(), "/x/y");
+        assert_eq!(absolute.uri.path(), "/x/y");
         let (asterisk, _) = head(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n");
-        assert_eq!(asterisk.request.path(), "*");
+        assert_eq!(asterisk.uri.path(), "*");
     }
 
     #[test]

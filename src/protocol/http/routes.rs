@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use super::request::Request;
-use super::response::{Response, Status};
-use super::service::{Context, Service};
+use ::http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION};
+use ::http::{Method, StatusCode};
+
+use super::request_body::Request;
+use super::response::{text, Response};
+use super::service::{Context, Error, Service};
 
 /// The body of `GET /`, byte-exact with the tutorial's aiohttp handler.
 pub const HELLO: &str = "Hello, World!";
@@ -34,26 +37,38 @@ impl Hello {
 pub const ALLOWED: &str = "GET, HEAD";
 
 fn method_not_allowed() -> Response {
-    Response::text(Status::METHOD_NOT_ALLOWED, "method not allowed\n").header("Allow", ALLOWED)
+    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(ALLOWED));
+    response
 }
 
 impl Service for Hello {
-    fn call(&self, request: &Request, ctx: &Context<'_>) -> Response {
-        let readable = matches!(request.method.as_str(), "GET" | "HEAD");
-        match request.path() {
+    fn call(&self, request: Request<'_>, ctx: &Context) -> Result<Response, Error> {
+        // A HEAD arrives as a GET.
+        let readable = request.method() == Method::GET;
+        Ok(match request.uri().path() {
             "/" if !readable => method_not_allowed(),
             "/" => {
                 if !self.work_delay.is_zero() && !ctx.work_for(self.work_delay) {
-                    return Response::text(Status::SERVICE_UNAVAILABLE, "shutdown forced\n")
-                        .close();
+                    let mut cut = text(StatusCode::SERVICE_UNAVAILABLE, "shutdown forced\n");
+                    cut.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                    return Ok(cut);
                 }
-                Response::text(Status::OK, HELLO)
+                text(StatusCode::OK, HELLO)
             }
             "/healthz" if !readable => method_not_allowed(),
-            "/healthz" if ctx.is_ready() => Response::text(Status::OK, "ok\n"),
-            "/healthz" => Response::text(Status::SERVICE_UNAVAILABLE, "draining\n")
-                .header("Cache-Control", "no-store"),
-            _ => Response::text(Status::NOT_FOUND, "not found\n"),
-        }
+            "/healthz" if ctx.is_ready() => text(StatusCode::OK, "ok\n"),
+            "/healthz" => {
+                let mut response = text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+                response
+                    .headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                response
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        })
     }
 }
