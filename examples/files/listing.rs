@@ -10,7 +10,7 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
-use crate::resolve::Root;
+use super::resolve::Root;
 
 /// Most entries shown on one page.
 pub const MAX_ENTRIES: usize = 10_000;
@@ -158,7 +158,7 @@ mod tests {
     fn links_decode_back_to_the_name() {
         let name = "naïve file%20(1).txt";
         let link = percent_encode(name);
-        let parsed = crate::resolve::parse(&format!("/{link}")).unwrap();
+        let parsed = super::super::resolve::parse(&format!("/{link}")).unwrap();
         assert_eq!(parsed.segments, vec![name.to_string()]);
     }
 }

@@ -79,10 +79,6 @@ impl Root {
         Ok(Root { canonical })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.canonical
-    }
-
     /// True if the canonical path `path` lies under the root (or is the root).
     pub fn contains(&self, path: &Path) -> bool {
         path.starts_with(&self.canonical)
