@@ -16,6 +16,10 @@
 //! `cargo bench` does not build examples, so the files server runs from this bench's
 //! own binary (re-executed with `--serve-files`): the example's code, compiled with
 //! the bench profile, in a process of its own.
+//!
+//! Over 400 lines as one file, like the other benches: the contenders' setup (three
+//! servers, nginx's install and configuration), the client and the report are each
+//! small and only used here.
 
 #[allow(dead_code)]
 #[path = "support/figures.rs"]

@@ -45,6 +45,7 @@ mod resolve;
 use std::error::Error;
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
+use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -179,7 +180,13 @@ impl Files {
             Err(Refusal::Forbidden) => return refused(Refusal::Forbidden),
             Ok(Resolved::Dir(_)) | Err(Refusal::NotFound) => {}
         }
-        let (entries, more) = listing::read(&dir, &self.root)?;
+        let (entries, more) = match listing::read(&dir, &self.root) {
+            Ok(listed) => listed,
+            Err(err) if err.kind() == io::ErrorKind::PermissionDenied => {
+                return refused(Refusal::Forbidden)
+            }
+            Err(err) => return Err(err.into()),
+        };
         Ok(http::Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/html; charset=utf-8")

@@ -5,6 +5,10 @@
 //!
 //! Downloads are compared with the original byte for byte (a stronger check than a
 //! digest, and it names the first offset that differs).
+//!
+//! One file over 400 lines: every test here shares the same fixtures (the scratch
+//! tree, the raw client, the streaming curl), and splitting them would only move
+//! those into a module of their own.
 #![cfg(all(unix, feature = "cli"))]
 
 mod support;
@@ -157,14 +161,15 @@ fn assert_same(got: &[u8], want: &[u8], what: &str) {
     }
 }
 
-#[test]
-fn hostile_paths_are_refused_and_nothing_outside_the_root_is_read() {
-    let tree = Tree::new("hostile");
-    let (mut server, addr) = serve(&tree.root(), &[]);
+/// Request targets that try to reach `secret.txt` beside the root (or hidden files
+/// inside it): dot segments plain, encoded, double-encoded and overlong, encoded
+/// slashes and backslashes, NUL, malformed escapes, empty segments, absolute paths,
+/// absolute-form targets, and symlinks leading out.
+fn hostile_targets(tree: &Tree) -> Vec<String> {
     let absolute = tree.path("secret.txt");
     let absolute = absolute.to_str().unwrap();
     let encoded_absolute = absolute.replace('/', "%2F");
-    let hostile: Vec<String> = [
+    [
         "/../secret.txt",
         "/../../../../../../etc/passwd",
         "/sub/../../secret.txt",
@@ -205,7 +210,14 @@ fn hostile_paths_are_refused_and_nothing_outside_the_root_is_read() {
         format!("/{}", absolute.trim_start_matches('/')).replacen('/', "//", 1),
         format!("/..{absolute}"),
     ])
-    .collect();
+    .collect()
+}
+
+#[test]
+fn hostile_paths_are_refused_and_nothing_outside_the_root_is_read() {
+    let tree = Tree::new("hostile");
+    let (mut server, addr) = serve(&tree.root(), &[]);
+    let hostile = hostile_targets(&tree);
     assert!(hostile.len() >= 20);
     for target in &hostile {
         for method in ["GET", "HEAD"] {
@@ -640,4 +652,59 @@ fn downloads_cut_by_the_drain_timeout_resume_against_a_fresh_server() {
         );
         assert_same(&fs::read(&partial).unwrap(), &tree.big, "resumed download");
     }
+}
+
+#[test]
+fn a_download_in_flight_completes_across_a_sigusr2_upgrade() {
+    require("curl");
+    let tree = Tree::new("upgrade");
+    let pid_file = tree.path("files.pid");
+    let (mut server, addr) = serve(&tree.root(), &["--pid-file", pid_file.to_str().unwrap()]);
+    let (tx, seen) = crossbeam_channel::unbounded();
+    let url = format!("http://{addr}/big.bin");
+    let _curl = slow_download(0, &url, Arc::clone(&tree.big), tx);
+    match seen.recv_timeout(PATIENCE) {
+        Ok(Seen::Started(0)) => {}
+        other => panic!("the download did not start: {other:?}"),
+    }
+
+    support::kill("USR2", server.pid());
+    // The successor has written the pid file when it tells this process it is
+    // ready, and this one starts draining.
+    server.wait_stderr("is ready; draining");
+    let successor: u32 = fs::read_to_string(&pid_file)
+        .expect("the pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert_ne!(successor, server.pid(), "a new process serves");
+    let _successor = support::KillOnDrop(successor);
+    let reply = raw(addr, "GET", "/hello.txt", "");
+    assert_eq!(reply.status, 200);
+
+    // The old process finishes the download, then stops.
+    match seen.recv_timeout(Duration::from_secs(30)) {
+        Ok(Seen::Done {
+            code,
+            received,
+            mismatch,
+            ..
+        }) => assert_eq!((code, received, mismatch), (Some(0), BIG, None)),
+        other => panic!("the download did not end: {other:?}"),
+    }
+    let report = server.stdout_line_starting("stopped ");
+    assert_eq!(field(&report, "reason"), "upgrade", "{report}");
+    assert_eq!(field(&report, "outcome"), "clean", "{report}");
+    assert_eq!(field_num(&report, "forced"), 0, "{report}");
+    assert!(
+        field_num(&report, "drained") >= 1,
+        "the download was drained: {report}"
+    );
+    assert_eq!(server.exit_status().code(), Some(0), "{}", server.dump());
+
+    // The successor writes its own report on the same stdout when it stops.
+    support::kill("TERM", successor);
+    let (_, report) = server.finish();
+    assert_eq!(field(&report, "reason"), "signal", "{report}");
+    assert_eq!(field(&report, "outcome"), "clean", "{report}");
 }
