@@ -5,7 +5,11 @@
 //!
 //! Run: `cargo bench --bench http_vs_hyper` (about a minute), or
 //! `cargo bench --bench http_vs_hyper -- --quick` for a few seconds' smoke run.
-//! Without `wrk` the throughput part is skipped with a message.
+//! Without `wrk` the throughput part is skipped with a message. With
+//! `-- --baseline PATH`, another build of `lameduck` (the previous commit's, built
+//! into a target directory of its own) is measured beside this one at 16
+//! connections, in alternating runs, so a change's cost is read against the same
+//! machine's noise.
 //!
 //! Each contender runs as its own process: lameduck is the real binary, hyper is this
 //! bench re-executed with `--serve-hyper`, so neither shares a runtime, an allocator
@@ -32,6 +36,11 @@ mod server;
 
 use server::{ServerProc, ServerSpec};
 
+// The process figures of the support code; only CPU time is used here.
+#[allow(dead_code)]
+#[path = "support/procfs.rs"]
+mod procfs;
+
 const HELLO: &str = "Hello, World!";
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -52,8 +61,18 @@ fn main() {
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         commit()
     );
+    let baseline = args
+        .iter()
+        .position(|a| a == "--baseline")
+        .and_then(|at| args.get(at + 1))
+        .map(PathBuf::from);
     match Command::new("wrk").arg("--version").output() {
-        Ok(_) => throughput(duration),
+        Ok(_) => {
+            throughput(duration);
+            if let Some(baseline) = baseline {
+                against_baseline(baseline, quick);
+            }
+        }
         Err(_) => println!("wrk not installed (apt-get install -y wrk): throughput skipped"),
     }
     for contender in [Contender::Lameduck, Contender::Hyper] {
@@ -151,6 +170,76 @@ fn throughput(duration: &str) {
             rates[0] / rates[1]
         );
     }
+}
+
+/// This build of `lameduck` against `baseline` at 16 connections: alternating runs,
+/// each contender's median requests per second and server CPU time per request, and
+/// the median of the pairwise ratios. The machine's noise moves both alike within a
+/// pair; CPU time per request is the steadier of the two figures.
+fn against_baseline(baseline: PathBuf, quick: bool) {
+    let (rounds, duration, seconds) = if quick {
+        (3, "1s", 1.0)
+    } else {
+        (9, "5s", 5.0)
+    };
+    let spec = |label: &str, program: PathBuf| ServerSpec {
+        label: label.to_string(),
+        program,
+        args: ["http", "--addr", "127.0.0.1:0", "--workers", "128"]
+            .iter()
+            .map(|arg| arg.to_string())
+            .collect(),
+        workers: None,
+    };
+    let specs = [
+        spec("lameduck", env!("CARGO_BIN_EXE_lameduck").into()),
+        spec("baseline", baseline.clone()),
+    ];
+    // Requests per second, and server CPU microseconds per request.
+    let mut runs = [Vec::new(), Vec::new()];
+    for _ in 0..rounds {
+        for (spec, runs) in specs.iter().zip(runs.iter_mut()) {
+            let server = ServerProc::start(spec, WAIT).unwrap_or_else(|err| panic!("{err}"));
+            drop(get_once(server.addr));
+            let before = procfs::cpu_ticks(Some(server.pid)).unwrap_or(0);
+            let rate = wrk(server.addr, 16, duration);
+            let ticks = procfs::cpu_ticks(Some(server.pid)).unwrap_or(0) - before;
+            let cpu_us = ticks as f64 / procfs::clk_tck() as f64 * 1e6 / (rate * seconds);
+            runs.push((rate, cpu_us));
+        }
+    }
+    let median = |values: Vec<f64>| {
+        let mut sorted = values;
+        sorted.sort_by(f64::total_cmp);
+        sorted[sorted.len() / 2]
+    };
+    let figure =
+        |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(runs.iter().map(pick).collect());
+    let ratio = |pick: fn(&(f64, f64)) -> f64| {
+        median(
+            runs[0]
+                .iter()
+                .zip(&runs[1])
+                .map(|(a, b)| pick(a) / pick(b))
+                .collect(),
+        )
+    };
+    println!("16 connections, {rounds} alternating runs of wrk -d{duration}, medians:");
+    println!("  contender  req/s  server CPU us/req");
+    for (spec, runs) in specs.iter().zip(&runs) {
+        println!(
+            "  {:<9} {:>6.0}  {:>17.2}",
+            spec.label,
+            figure(runs, |run| run.0),
+            figure(runs, |run| run.1)
+        );
+    }
+    println!(
+        "  this/baseline ({}): req/s {:.3}, CPU per request {:.3} (medians of pairwise ratios)",
+        baseline.display(),
+        ratio(|run| run.0),
+        ratio(|run| run.1)
+    );
 }
 
 /// SIGTERM with `count` idle keep-alive connections: time to exit, and whether every

@@ -278,10 +278,9 @@ fn healthz_is_503_during_the_drain_delay_then_connects_are_refused() {
 }
 
 #[test]
-fn curl_speaks_to_it_when_installed() {
-    if Command::new("curl").arg("--version").output().is_err() {
-        eprintln!("curl not installed; skipping");
-        return;
+fn curl_speaks_to_it() {
+    if let Err(err) = Command::new("curl").arg("--version").output() {
+        panic!("curl is needed by this test and cannot be run ({err}): install it");
     }
     let (mut server, addr) = http_server(&[]);
     let output = Command::new("curl")

@@ -402,3 +402,40 @@ fn a_client_waiting_for_100_continue_is_answered_without_its_body_when_not_read(
     assert_eq!(reply.header("connection"), Some("close"));
     assert_eof(&mut client);
 }
+
+/// Sends `pieces` with `gap` between them, a client slow on purpose, until the
+/// server stops taking them.
+fn drip(client: &mut BufReader<TcpStream>, pieces: &[&[u8]], gap: Duration) {
+    for piece in pieces {
+        std::thread::sleep(gap);
+        if client.get_mut().write_all(piece).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn the_body_timeout_bounds_each_wait_of_a_read_and_all_of_a_discard() {
+    let server = Running::start(Http::new(app).body_timeout(Duration::from_millis(300)));
+    let gap = Duration::from_millis(100);
+    let mut reader = server.connect();
+    send(
+        &mut reader,
+        b"POST /count HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n",
+    );
+    // A second in all, but never 300 ms without a byte: the service gets it all.
+    drip(&mut reader, &[&b"0"[..]; 10], gap);
+    assert_eq!(read_reply(&mut reader, false).text(), "10");
+
+    // Nobody reads this body: the handler discards it, within 300 ms in all.
+    let mut ignored = server.connect();
+    send(
+        &mut ignored,
+        b"POST /ignore HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n",
+    );
+    let started = std::time::Instant::now();
+    drip(&mut ignored, &[&b"0"[..]; 10], gap);
+    let reply = read_reply(&mut ignored, false);
+    assert_eq!(reply.status, 408);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}

@@ -349,7 +349,8 @@ pub struct HttpArgs {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
-    /// How long a client may take to send a request body after its head; 408 after.
+    /// How long a request body may keep the server waiting for the client's next
+    /// bytes (each wait: an upload goes through as long as it keeps coming); 408 after.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     pub body_timeout: Duration,
 

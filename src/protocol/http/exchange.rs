@@ -4,6 +4,7 @@
 
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
+use std::time::Instant;
 
 use ::http::{Method, StatusCode, Version};
 
@@ -65,15 +66,19 @@ impl<S: Service> Session<'_, S> {
                 panic::resume_unwind(payload);
             }
         };
+        // A service that failed because the request did (a body over the limit or
+        // too slow, a client gone) is not at fault: the request's failure is
+        // answered below (or the connection dropped), and the error is only noted.
+        let request_failed = state.refused.is_some() || state.broken.is_some();
         let response = match result {
             Ok(response) => response,
-            // Counts only if the request itself was fine: checked below.
-            Err(err) if state.refused.is_some() => {
-                log::debug!("{}: {method} {uri}: {err}", conn.peer_addr());
-                text(StatusCode::INTERNAL_SERVER_ERROR, "")
-            }
             Err(err) => {
-                log::error!("{}: {method} {uri}: {err}", conn.peer_addr());
+                let peer = conn.peer_addr();
+                if request_failed {
+                    log::debug!("{peer}: {method} {uri}: {err}");
+                } else {
+                    log::error!("{peer}: {method} {uri}: {err}");
+                }
                 text(StatusCode::INTERNAL_SERVER_ERROR, "internal server error\n")
             }
         };
@@ -156,6 +161,9 @@ impl<S: Service> Session<'_, S> {
         if state.continue_owed {
             return Ok(BodyEnd::Unread);
         }
+        // A client dripping the rest of a body nobody wants gets the body timeout in
+        // all, not per read.
+        state.until = Instant::now().checked_add(self.http.body_timeout);
         let mut wire = Wire {
             conn,
             buf: &mut self.buf,

@@ -24,6 +24,9 @@ use crate::{Connection, Received};
 pub(crate) struct BodyState {
     decoder: BodyDecoder,
     body_timeout: Duration,
+    /// The end of the handler's own discarding of a body the service left unread:
+    /// that wait is bounded as a whole, not per read.
+    pub(crate) until: Option<Instant>,
     /// The client waits for `100 Continue` and has not been sent it.
     pub(crate) continue_owed: bool,
     raw_trailers: Vec<(String, Vec<u8>)>,
@@ -45,6 +48,7 @@ impl BodyState {
         BodyState {
             decoder: BodyDecoder::new(framing, limits),
             body_timeout,
+            until: None,
             continue_owed: expects_continue,
             raw_trailers: Vec::new(),
             trailers: None,
@@ -189,8 +193,15 @@ impl Source for Wire<'_, '_> {
             return Ok(0);
         }
         // The body timeout bounds each wait for the client, counted from when this
-        // read began waiting: time the service spends between reads is its own.
-        let deadline = Instant::now().checked_add(self.state.body_timeout);
+        // read began waiting: time the service spends between reads is its own, and
+        // a client that keeps sending may take as long as its upload needs.
+        let deadline = match (
+            Instant::now().checked_add(self.state.body_timeout),
+            self.state.until,
+        ) {
+            (Some(wait), Some(until)) => Some(wait.min(until)),
+            (wait, until) => wait.or(until),
+        };
         loop {
             if let Some(n) = self.decode_buffered(out)? {
                 return Ok(n);
