@@ -284,12 +284,13 @@ where
     code
 }
 
+/// How the program failed: a usage error (exit 2) or one while running (exit 1).
 enum Failure {
     Usage(String),
     Run(Box<dyn Error>),
 }
 
-/// The arguments clap cannot check: the root and the budget.
+/// The arguments clap cannot check: the root and the shutdown's durations.
 fn check(args: &Args) -> Result<Root, Failure> {
     if args
         .shutdown_timeout
@@ -298,6 +299,14 @@ fn check(args: &Args) -> Result<Root, Failure> {
         return Err(Failure::Usage(
             "--shutdown-timeout must be at least --drain-timeout".into(),
         ));
+    }
+    if !args.drain_delay.is_zero() && args.drain_delay >= args.drain_timeout {
+        return Err(Failure::Usage(
+            "--drain-delay must be shorter than --drain-timeout, which it is part of".into(),
+        ));
+    }
+    if args.tick.is_zero() {
+        return Err(Failure::Usage("--tick must be more than zero".into()));
     }
     Root::new(&args.root)
         .map_err(|err| Failure::Usage(format!("--root {}: {err}", args.root.display())))
@@ -316,7 +325,7 @@ fn run(args: Args, root: Root) -> Result<u8, Box<dyn Error>> {
         .unwrap_or(args.drain_timeout.saturating_add(Duration::from_secs(1)));
     // Nothing to clean up but the report: whatever the budget leaves after the
     // drain is the reserve.
-    let life = Lifecycle::new(&shutdown)
+    let mut life = Lifecycle::new(&shutdown)
         .with_budget(budget)
         .with_cleanup_reserve(budget.saturating_sub(args.drain_timeout));
 
@@ -339,7 +348,6 @@ fn run(args: Args, root: Root) -> Result<u8, Box<dyn Error>> {
             server.local_addr()
         );
     }
-    let mut life = life;
     let deployed = deploy.ready(&server, &mut life)?;
     let report = life.serve(server);
     deployed.finish(&report);

@@ -708,3 +708,36 @@ fn a_download_in_flight_completes_across_a_sigusr2_upgrade() {
     assert_eq!(field(&report, "reason"), "signal", "{report}");
     assert_eq!(field(&report, "outcome"), "clean", "{report}");
 }
+
+#[test]
+fn usage_errors_exit_2_with_one_line() {
+    let tree = Tree::new("usage");
+    let file = tree.root().join("hello.txt");
+    let missing = tree.path("missing");
+    for (args, says) in [
+        (vec!["--root", missing.to_str().unwrap()], "--root "),
+        (vec!["--root", file.to_str().unwrap()], "not a directory"),
+        (
+            vec![
+                "--root",
+                tree.root().to_str().unwrap(),
+                "--drain-timeout",
+                "10s",
+                "--shutdown-timeout",
+                "5s",
+            ],
+            "--shutdown-timeout",
+        ),
+    ] {
+        let mut files = Process::spawn(&example("files"), &args);
+        let (status, _) = files.finish();
+        assert_eq!(status.code(), Some(2), "{args:?}\n{}", files.dump());
+        let stderr = files.stderr_text();
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("files: ") && stderr.contains(says),
+            "{args:?}: {stderr}"
+        );
+        assert!(files.stdout_lines().is_empty(), "{args:?}");
+    }
+}
