@@ -182,18 +182,9 @@ fn against_baseline(baseline: PathBuf, quick: bool) {
     } else {
         (9, "5s", 5.0)
     };
-    let spec = |label: &str, program: PathBuf| ServerSpec {
-        label: label.to_string(),
-        program,
-        args: ["http", "--addr", "127.0.0.1:0", "--workers", "128"]
-            .iter()
-            .map(|arg| arg.to_string())
-            .collect(),
-        workers: None,
-    };
     let specs = [
-        spec("lameduck", env!("CARGO_BIN_EXE_lameduck").into()),
-        spec("baseline", baseline.clone()),
+        lameduck_spec("lameduck", env!("CARGO_BIN_EXE_lameduck").into()),
+        lameduck_spec("baseline", baseline.clone()),
     ];
     // Requests per second, and server CPU microseconds per request.
     let mut runs = [Vec::new(), Vec::new()];
@@ -208,11 +199,6 @@ fn against_baseline(baseline: PathBuf, quick: bool) {
             runs.push((rate, cpu_us));
         }
     }
-    let median = |values: Vec<f64>| {
-        let mut sorted = values;
-        sorted.sort_by(f64::total_cmp);
-        sorted[sorted.len() / 2]
-    };
     let figure =
         |runs: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(runs.iter().map(pick).collect());
     let ratio = |pick: fn(&(f64, f64)) -> f64| {
@@ -240,6 +226,24 @@ fn against_baseline(baseline: PathBuf, quick: bool) {
         ratio(|run| run.0),
         ratio(|run| run.1)
     );
+}
+
+/// `program` as `lameduck http` is run in the throughput table.
+fn lameduck_spec(label: &str, program: PathBuf) -> ServerSpec {
+    ServerSpec {
+        label: label.to_string(),
+        program,
+        args: ["http", "--addr", "127.0.0.1:0", "--workers", "128"]
+            .iter()
+            .map(|arg| arg.to_string())
+            .collect(),
+        workers: None,
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
 }
 
 /// SIGTERM with `count` idle keep-alive connections: time to exit, and whether every

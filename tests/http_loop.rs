@@ -44,6 +44,15 @@ impl Running {
     }
 }
 
+impl Running {
+    /// Drains the server; returns the panics its report counts, and the report.
+    fn stop(mut self) -> (u64, String) {
+        self.shutdown.trigger();
+        let report = self.server.take().expect("running").join();
+        (report.panics, report.to_string())
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         self.shutdown.force();
@@ -259,4 +268,7 @@ fn a_panicking_service_answers_500_and_the_server_counts_it() {
         b"fine",
         "the worker lives on"
     );
+    drop(other);
+    let (panics, report) = server.stop();
+    assert_eq!(panics, 1, "{report}");
 }

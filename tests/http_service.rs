@@ -12,8 +12,10 @@ use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use lameduck::protocol::http::http::{self, header, Method, StatusCode};
+#[cfg(feature = "json")]
+use lameduck::protocol::http::json;
 use lameduck::protocol::http::{
-    json, query_pairs, text, Body, Context, Error, Http, Request, Response, Service,
+    query_pairs, text, Body, Context, Error, Http, Request, Response, Service,
 };
 use lameduck::{Server, ServerHandle, Shutdown};
 use support::http::{assert_eof, read_reply, Reply};
@@ -83,7 +85,8 @@ impl log::Log for Capture {
 fn capture_logs() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
-        log::set_boxed_logger(Box::new(Capture)).expect("the only logger");
+        static CAPTURE: Capture = Capture;
+        log::set_logger(&CAPTURE).expect("the only logger");
         log::set_max_level(log::LevelFilter::Debug);
     });
 }
@@ -130,6 +133,7 @@ fn app(mut req: Request<'_>, _: &Context) -> Result<Response, Error> {
             let shown: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={v}")).collect();
             Ok(text(StatusCode::OK, shown.join("|")))
         }
+        #[cfg(feature = "json")]
         (Method::POST, "/json") => match req.body_mut().json::<serde_json::Value>() {
             Ok(value) => Ok(json(StatusCode::OK, &serde_json::json!({ "got": value }))),
             Err(err) if err.kind() == std::io::ErrorKind::InvalidData => {
@@ -320,6 +324,7 @@ fn query_pairs_are_decoded() {
     assert_eq!(reply.text(), "name=café crème|x=a&b|x=2");
 }
 
+#[cfg(feature = "json")]
 #[test]
 fn json_in_and_out() {
     let server = server();

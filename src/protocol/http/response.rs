@@ -78,7 +78,9 @@ impl Body {
     /// buffered copy elsewhere). A file shorter than `offset + len` cuts the body.
     /// The bytes sent are the file's as the kernel reads them during the transfer: a
     /// file rewritten meanwhile may arrive mixed, as from any sendfile server, so
-    /// replace files by renaming a new one into place.
+    /// replace files by renaming a new one into place. A client that leaves
+    /// mid-file makes `sendfile` raise SIGPIPE, which a Rust program ignores from its
+    /// start (a host that restores the default action would die of it).
     pub fn file(file: File, offset: u64, len: u64) -> Body {
         Body {
             kind: Kind::File { file, offset, len },
