@@ -13,6 +13,7 @@ mod deploy;
 mod descriptors;
 mod echo;
 mod examples;
+mod files;
 mod http;
 mod http_stream;
 mod kit_examples;
