@@ -22,6 +22,7 @@
 //! `Connection: close` is honoured); status lines always carry a reason phrase.
 //!
 //! ```
+//! # #[cfg(feature = "json")] {
 //! use std::io::{BufRead, BufReader, Read, Write};
 //! use std::net::TcpStream;
 //! use lameduck::protocol::http::http::{Method, StatusCode};
@@ -71,6 +72,7 @@
 //!
 //! shutdown.trigger();
 //! assert_eq!(server.join().exit_code(), 0);
+//! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
