@@ -44,6 +44,16 @@ pub enum ProbeProtocol {
     Http,
 }
 
+impl ProbeProtocol {
+    /// The name `--protocol` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeProtocol::Echo => "echo",
+            ProbeProtocol::Http => "http",
+        }
+    }
+}
+
 /// The signal the probe sends to ask for a graceful shutdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 #[value(rename_all = "UPPER")]
