@@ -84,8 +84,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// Serves one connection, in either protocol.
+type Handler = fn(TcpStream, Fault, Duration, &Shutdown) -> io::Result<()>;
+
 fn serve(fault: Fault, delay: Duration, workers: usize, http: bool) -> io::Result<()> {
-    type Handler = fn(TcpStream, Fault, Duration, &Shutdown) -> io::Result<()>;
     let handle: Handler = if http { handle_http } else { handle };
     let shutdown = Shutdown::new();
     signals::install(&shutdown).map_err(io::Error::other)?;
@@ -94,36 +96,11 @@ fn serve(fault: Fault, delay: Duration, workers: usize, http: bool) -> io::Resul
     println!("listening on {}", listener.local_addr()?);
     io::stdout().flush()?;
 
-    let clients: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-    let mut handlers = Vec::new();
-    let mut parked = Vec::new();
-    let mut accepted = 0usize;
-    while !shutdown.is_triggered() {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                stream.set_nonblocking(false)?;
-                accepted += 1;
-                if fault == Fault::DropQueued && accepted > workers {
-                    parked.push(stream);
-                    continue;
-                }
-                if let Ok(clone) = stream.try_clone() {
-                    clients
-                        .lock()
-                        .map_err(|_| io::Error::other("poisoned"))?
-                        .push(clone);
-                }
-                let shutdown = shutdown.clone();
-                handlers.push(thread::spawn(move || {
-                    let _ = handle(stream, fault, delay, &shutdown);
-                }));
-            }
-            Err(err) if err.kind() == ErrorKind::WouldBlock => {
-                shutdown.wait_timeout(Duration::from_millis(5));
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    let Taken {
+        clients,
+        mut handlers,
+        parked,
+    } = accept_until_signal(&listener, &shutdown, fault, delay, workers, handle)?;
     // The signal. Connections already in the backlog are taken and served first:
     // closing a listener resets them (Linux).
     if !matches!(fault, Fault::ListenerOpen | Fault::DropQueued) {
@@ -165,6 +142,61 @@ fn serve(fault: Fault, delay: Duration, workers: usize, http: bool) -> io::Resul
         drop(listener);
     }
     Ok(())
+}
+
+/// The connections taken before the signal: their handlers, clones of their streams
+/// (for `reply-after-goodbye`'s broadcast), and those `drop-queued` never serves.
+struct Taken {
+    clients: Arc<Mutex<Vec<TcpStream>>>,
+    handlers: Vec<thread::JoinHandle<()>>,
+    parked: Vec<TcpStream>,
+}
+
+/// Accepts until the signal, a handler thread per connection (with `drop-queued`,
+/// only the first `workers`: the rest are parked).
+fn accept_until_signal(
+    listener: &TcpListener,
+    shutdown: &Shutdown,
+    fault: Fault,
+    delay: Duration,
+    workers: usize,
+    handle: Handler,
+) -> io::Result<Taken> {
+    let clients: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+    let mut handlers = Vec::new();
+    let mut parked = Vec::new();
+    let mut accepted = 0usize;
+    while !shutdown.is_triggered() {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false)?;
+                accepted += 1;
+                if fault == Fault::DropQueued && accepted > workers {
+                    parked.push(stream);
+                    continue;
+                }
+                if let Ok(clone) = stream.try_clone() {
+                    clients
+                        .lock()
+                        .map_err(|_| io::Error::other("poisoned"))?
+                        .push(clone);
+                }
+                let shutdown = shutdown.clone();
+                handlers.push(thread::spawn(move || {
+                    let _ = handle(stream, fault, delay, &shutdown);
+                }));
+            }
+            Err(err) if err.kind() == ErrorKind::WouldBlock => {
+                shutdown.wait_timeout(Duration::from_millis(5));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(Taken {
+        clients,
+        handlers,
+        parked,
+    })
 }
 
 /// `Echo: <line trimmed>\r\n`.

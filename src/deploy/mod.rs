@@ -40,6 +40,7 @@
 
 #[cfg(unix)]
 mod activation;
+mod error;
 #[cfg(unix)]
 mod notify;
 mod pid_file;
@@ -48,10 +49,7 @@ mod upgrade;
 #[cfg(unix)]
 mod watch;
 
-use std::error::Error;
 use std::ffi::OsString;
-use std::fmt;
-use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::Weak;
@@ -61,6 +59,7 @@ use std::time::Duration;
 use crate::lifecycle::{Lifecycle, LifecycleReport};
 use crate::server::ServerHandle;
 use crate::shutdown::{Reason, Shutdown};
+pub use error::DeployError;
 use pid_file::PidFile;
 
 /// The upgrade timeout `lameduck` and the examples use (`--upgrade-timeout`).
@@ -69,52 +68,6 @@ pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Extra time asked of the service manager beyond the shutdown budget, for the
 /// report and the exit itself.
 const EXIT_MARGIN: Duration = Duration::from_secs(1);
-
-/// Why a deploy step failed.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum DeployError {
-    /// An inherited descriptor (`LISTEN_FDS`) is not what the protocol promises.
-    Inherited(io::Error),
-    /// No socket was inherited and `addr` could not be bound.
-    Bind {
-        /// The address asked for.
-        addr: SocketAddr,
-        /// The operating system's answer.
-        source: io::Error,
-    },
-    /// The pid file could not be written.
-    PidFile {
-        /// Its path.
-        path: PathBuf,
-        /// The operating system's answer.
-        source: io::Error,
-    },
-    /// The upgrade signal could not be caught, or a thread not started.
-    Setup(io::Error),
-}
-
-impl fmt::Display for DeployError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DeployError::Inherited(err) => write!(f, "{err}"),
-            DeployError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
-            DeployError::PidFile { path, source } => {
-                write!(f, "cannot write pid file {}: {source}", path.display())
-            }
-            DeployError::Setup(err) => write!(f, "cannot set up upgrades: {err}"),
-        }
-    }
-}
-
-impl Error for DeployError {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            DeployError::Inherited(err) | DeployError::Setup(err) => Some(err),
-            DeployError::Bind { source, .. } | DeployError::PidFile { source, .. } => Some(source),
-        }
-    }
-}
 
 /// The deploy side of a server, from the environment it was started in to the
 /// moment it is ready. See the [module docs](self).

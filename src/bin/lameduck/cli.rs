@@ -1,6 +1,7 @@
 //! The command line: subcommands, options and their defaults, parsed by clap.
 
-use std::fmt;
+mod validate;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +42,16 @@ pub enum ProbeProtocol {
     Echo,
     /// HTTP/1.1 `GET /` with keep-alive; `Connection: close` is the goodbye.
     Http,
+}
+
+impl ProbeProtocol {
+    /// The name `--protocol` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProbeProtocol::Echo => "echo",
+            ProbeProtocol::Http => "http",
+        }
+    }
 }
 
 /// The signal the probe sends to ask for a graceful shutdown.
@@ -203,115 +214,6 @@ const MAX_WORKERS: i64 = 10_000;
 /// Longest accepted duration for any option: a day is already absurd for a shutdown.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
-/// Checks `value` of `option` lies in `min..=max`.
-fn within<T: PartialOrd + fmt::Debug>(
-    option: &str,
-    value: T,
-    min: T,
-    max: T,
-) -> Result<(), String> {
-    if value < min || value > max {
-        return Err(format!(
-            "{option} {value:?} is out of range {min:?}..={max:?}"
-        ));
-    }
-    Ok(())
-}
-
-impl Cli {
-    /// Checks what clap's per-option parsers cannot: ranges that depend on other
-    /// options, and ranges of durations and sizes. One line per error; the caller exits 2.
-    pub fn validate(&self) -> Result<(), String> {
-        match &self.command {
-            Command::Probe(args) => {
-                within("--after", args.after, Duration::ZERO, HOUR)?;
-                within("--deadline", args.deadline, MS, HOUR)?;
-                within("--startup", args.startup, MS, HOUR)?;
-                if !args.expect_reply.contains("{}") {
-                    return Err("--expect-reply must contain `{}`, the request".into());
-                }
-                if args.expect_reply.contains(['\r', '\n']) || args.goodbye.contains(['\r', '\n']) {
-                    return Err("--expect-reply and --goodbye are one line each".into());
-                }
-                if !args.path.starts_with('/') || args.path.contains(char::is_whitespace) {
-                    return Err("--path must start with `/` and hold no spaces".into());
-                }
-                if args.spawn.trim().is_empty() {
-                    return Err("--spawn needs a command".into());
-                }
-                Ok(())
-            }
-            Command::Echo(args) => {
-                args.server.validate()?;
-                within("--line-timeout", args.line_timeout, MS, HOUR)?;
-                within("--max-line", args.max_line, 1, 64 << 20)
-            }
-            Command::Http(args) => {
-                args.server.validate()?;
-                within("--max-body", args.max_body, 0, 1 << 30)?;
-                within("--max-head-bytes", args.max_head_bytes, 1024, 1 << 20)?;
-                within("--header-timeout", args.header_timeout, MS, HOUR)?;
-                within("--body-timeout", args.body_timeout, MS, HOUR)?;
-                within("--work-delay", args.work_delay, Duration::ZERO, HOUR)?;
-                within(
-                    "--keepalive-grace",
-                    args.keepalive_grace,
-                    Duration::ZERO,
-                    MINUTE,
-                )
-            }
-        }
-    }
-}
-
-const MS: Duration = Duration::from_millis(1);
-const MINUTE: Duration = Duration::from_secs(60);
-const HOUR: Duration = Duration::from_secs(3600);
-
-impl ServerArgs {
-    fn validate(&self) -> Result<(), String> {
-        within("--tick", self.tick, MS, MINUTE)?;
-        // Below a millisecond an idle acceptor polls so often it burns a core.
-        within(
-            "--accept-poll",
-            self.accept_poll,
-            MS,
-            Duration::from_secs(1),
-        )?;
-        within("--linger", self.linger, Duration::ZERO, MINUTE)?;
-        within("--idle-timeout", self.idle_timeout, MS, MAX_DURATION)?;
-        within("--upgrade-timeout", self.upgrade_timeout, MS, HOUR)?;
-        within("--write-timeout", self.write_timeout, MS, HOUR)?;
-        if let Some(budget) = self.shutdown_timeout {
-            if budget <= self.cleanup_timeout {
-                return Err(format!(
-                    "--shutdown-timeout {budget:?} leaves no time to drain: it must exceed \
-                     --cleanup-timeout {:?}",
-                    self.cleanup_timeout
-                ));
-            }
-        }
-        let (budget, cleanup) = self.budget();
-        let drain = budget.saturating_sub(cleanup);
-        if !self.drain_delay.is_zero() && self.drain_delay >= drain {
-            return Err(format!(
-                "--drain-delay {:?} must be shorter than the drain time {drain:?} (the \
-                 shutdown budget minus --cleanup-timeout), which it is part of",
-                self.drain_delay
-            ));
-        }
-        Ok(())
-    }
-
-    /// The overall shutdown budget and the part of it kept for cleanup.
-    pub fn budget(&self) -> (Duration, Duration) {
-        let budget = self
-            .shutdown_timeout
-            .unwrap_or(self.drain_timeout.saturating_add(self.cleanup_timeout));
-        (budget, self.cleanup_timeout.min(budget))
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct EchoArgs {
     #[command(flatten)]
@@ -442,63 +344,4 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::CommandFactory;
-
-    #[test]
-    fn cli_definition_is_consistent() {
-        Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn keepalive_grace_defaults_to_the_library_default() {
-        let cli = Cli::parse_from(["lameduck", "http"]);
-        let Command::Http(args) = cli.command else {
-            panic!("parsed as {cli:?}");
-        };
-        assert_eq!(
-            args.keepalive_grace,
-            lameduck::protocol::http::DEFAULT_KEEPALIVE_GRACE
-        );
-        let cli = Cli::parse_from(["lameduck", "http", "--keepalive-grace", "0s"]);
-        let Command::Http(args) = cli.command else {
-            panic!("parsed as {cli:?}");
-        };
-        assert_eq!(args.keepalive_grace, Duration::ZERO);
-    }
-
-    #[test]
-    fn deadlines_default_to_the_library_defaults() {
-        let cli = Cli::parse_from(["lameduck", "echo"]);
-        let Command::Echo(args) = cli.command else {
-            panic!("parsed as {cli:?}");
-        };
-        assert_eq!(args.server.write_timeout, lameduck::DEFAULT_WRITE_TIMEOUT);
-        assert_eq!(
-            args.server.upgrade_timeout,
-            lameduck::deploy::DEFAULT_UPGRADE_TIMEOUT
-        );
-        assert_eq!(
-            args.line_timeout,
-            lameduck::protocol::echo::DEFAULT_LINE_TIMEOUT
-        );
-        let cli = Cli::parse_from(["lameduck", "http", "--write-timeout", "250ms"]);
-        let Command::Http(args) = cli.command else {
-            panic!("parsed as {cli:?}");
-        };
-        assert_eq!(args.server.write_timeout, Duration::from_millis(250));
-    }
-
-    #[test]
-    fn sizes_take_binary_and_decimal_suffixes() {
-        assert_eq!(parse_size("65536"), Ok(65536));
-        assert_eq!(parse_size("64KiB"), Ok(65536));
-        assert_eq!(parse_size("64k"), Ok(65536));
-        assert_eq!(parse_size("64KB"), Ok(64000));
-        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
-        assert!(parse_size("KiB").is_err());
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("99999999999999999999GiB").is_err());
-    }
-}
+mod tests;

@@ -15,7 +15,9 @@ use std::process::ExitCode;
 use lameduck::deploy::Deploy;
 use lameduck::protocol::echo::Echo;
 use lameduck::protocol::http::{Hello, Http};
-use lameduck::{logging, output, signals, Lifecycle, Reason, ServerBuilder, Shutdown};
+use lameduck::{
+    logging, output, signals, Lifecycle, Reason, ServerBuilder, ServerHandle, Shutdown,
+};
 
 use cli::{Cli, Command, ServerArgs};
 
@@ -94,28 +96,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
         .with_budget(budget)
         .with_cleanup_reserve(cleanup);
     let listener = deploy.listen(server_args.addr, server_args.backlog)?;
-    let server = match &cli.command {
-        Command::Echo(args) => {
-            let echo = Echo::new()
-                .max_line(args.max_line)
-                .idle_timeout(args.server.idle_timeout)
-                .line_timeout(args.line_timeout)
-                .goodbye_line(&args.goodbye);
-            builder(&args.server, &life, listener).start(echo, &shutdown)?
-        }
-        Command::Http(args) => {
-            let http = Http::new(Hello::new().work_delay(args.work_delay))
-                .max_body(args.max_body)
-                .max_headers(args.max_headers as usize)
-                .max_head_bytes(args.max_head_bytes)
-                .header_timeout(args.header_timeout)
-                .body_timeout(args.body_timeout)
-                .idle_timeout(args.server.idle_timeout)
-                .keepalive_grace(args.keepalive_grace);
-            builder(&args.server, &life, listener).start(http, &shutdown)?
-        }
-        Command::Probe(_) => return Err("the probe is not a server".into()),
-    };
+    let server = start(&cli.command, &life, listener, &shutdown)?;
     if let Err(err) = server.announce() {
         // Whoever was to read stdout has gone (a closed pipe); the clients have not.
         // Serving on is the useful answer: a signal still stops the server.
@@ -140,4 +121,36 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     }
     output::print_line(&report.to_string());
     Ok(report.exit_code())
+}
+
+/// Starts the server the subcommand names, configured from its options, on `listener`.
+fn start(
+    command: &Command,
+    life: &Lifecycle,
+    listener: TcpListener,
+    shutdown: &Shutdown,
+) -> Result<ServerHandle, Box<dyn Error>> {
+    let server = match command {
+        Command::Echo(args) => {
+            let echo = Echo::new()
+                .max_line(args.max_line)
+                .idle_timeout(args.server.idle_timeout)
+                .line_timeout(args.line_timeout)
+                .goodbye_line(&args.goodbye);
+            builder(&args.server, life, listener).start(echo, shutdown)?
+        }
+        Command::Http(args) => {
+            let http = Http::new(Hello::new().work_delay(args.work_delay))
+                .max_body(args.max_body)
+                .max_headers(args.max_headers as usize)
+                .max_head_bytes(args.max_head_bytes)
+                .header_timeout(args.header_timeout)
+                .body_timeout(args.body_timeout)
+                .idle_timeout(args.server.idle_timeout)
+                .keepalive_grace(args.keepalive_grace);
+            builder(&args.server, life, listener).start(http, shutdown)?
+        }
+        Command::Probe(_) => return Err("the probe is not a server".into()),
+    };
+    Ok(server)
 }

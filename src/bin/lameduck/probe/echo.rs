@@ -8,50 +8,18 @@
 use std::io::{self, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
-
-use super::clients::{Ctx, Exchange, LineConn};
-use super::report::{Conn, Row};
-
-/// A scenario's threads: their records come back on join.
-pub struct Running {
-    pub name: &'static str,
-    pub what: &'static str,
-    pub goodbye_expected: bool,
-    pub threads: Vec<JoinHandle<(Conn, Vec<String>)>>,
-}
-
-/// Told just before the signal, for scenarios that act at the last moment; they answer
-/// on `armed` once they have.
-pub struct Arm {
-    pub go: Sender<()>,
-    pub armed: Receiver<()>,
-}
+use super::clients::{Ctx, LineConn};
+use super::report::Conn;
+use super::scenario::{armed, spawn_conn, Arm, Running};
 
 /// Pipelined batch size.
 const PIPELINE: u64 = 8;
 
 /// How long the client that never reads stays silent after the signal.
 pub const NEVER_READS_WAKE: Duration = Duration::from_millis(500);
-
-/// Starts a scenario's connection thread and waits until it says `ready`.
-pub fn spawn_conn(
-    ctx: &Arc<Ctx>,
-    name: &str,
-    body: impl FnOnce(&Ctx, Sender<()>) -> (Conn, Vec<String>) + Send + 'static,
-) -> io::Result<JoinHandle<(Conn, Vec<String>)>> {
-    let ctx = Arc::clone(ctx);
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    let handle = thread::Builder::new()
-        .name(format!("probe-{name}"))
-        .spawn(move || body(&ctx, ready_tx))?;
-    // Dropped sender (the body gave up) or ready: either way, on to the next.
-    let _ = ready_rx.recv_deadline(Instant::now() + Duration::from_secs(10));
-    Ok(handle)
-}
 
 /// Closed-loop load: each connection sends its next request as soon as its reply is in.
 pub fn load(ctx: &Arc<Ctx>, conns: u32) -> io::Result<Running> {
@@ -145,50 +113,6 @@ pub fn in_flight(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
     )
 }
 
-/// Opens a connection of either protocol for [`armed`].
-pub type Open = for<'a> fn(&'a Ctx) -> Result<Box<dyn Exchange + 'a>, Conn>;
-
-/// A connection that has been answered once, then, when the probe arms it just
-/// before the signal, sends one more request and does `then` (the scenarios differ
-/// only there); the signal follows as soon as that request is out.
-pub fn armed(
-    ctx: &Arc<Ctx>,
-    name: &'static str,
-    what: &'static str,
-    goodbye_expected: bool,
-    open: Open,
-    then: fn(&mut dyn Exchange),
-) -> io::Result<(Running, Arm)> {
-    let (go_tx, go_rx) = crossbeam_channel::bounded::<()>(1);
-    let (armed_tx, armed_rx) = crossbeam_channel::bounded::<()>(1);
-    let thread = spawn_conn(ctx, name, move |ctx, ready| {
-        let mut conn = match open(ctx) {
-            Ok(conn) => conn,
-            Err(rec) => return (rec, Vec::new()),
-        };
-        conn.send(1);
-        conn.until_answered();
-        let _ = ready.send(());
-        let _ = go_rx.recv_deadline(ctx.stop);
-        conn.send(1);
-        then(conn.as_mut());
-        drop(armed_tx);
-        (conn.finish(), Vec::new())
-    })?;
-    Ok((
-        Running {
-            name,
-            what,
-            goodbye_expected,
-            threads: vec![thread],
-        },
-        Arm {
-            go: go_tx,
-            armed: armed_rx,
-        },
-    ))
-}
-
 /// A client that floods requests and never reads until half a second after the
 /// signal: the server's buffers fill; then every reply must still come, in order.
 pub fn never_reads(ctx: &Arc<Ctx>) -> io::Result<Running> {
@@ -203,38 +127,7 @@ pub fn never_reads(ctx: &Arc<Ctx>) -> io::Result<Running> {
             },
         };
         conn.rec.pipe_allowance = true;
-        let request_len = conn.request(0).len() as u64 + 1;
-        let _ = conn
-            .stream()
-            .set_write_timeout(Some(Duration::from_millis(200)));
-        let mut written: u64 = 0;
-        let mut stalled = false;
-        // Stop at a stall (both sides' buffers full) or a bound, whichever is first.
-        while !stalled && written < 64 << 20 {
-            let batch = conn.batch(256);
-            let mut offset = 0;
-            while offset < batch.len() {
-                let result = {
-                    let mut stream = conn.stream();
-                    stream.write(&batch[offset..])
-                };
-                match result {
-                    Ok(n) => {
-                        offset += n;
-                        written += n as u64;
-                        let whole = written / request_len;
-                        if whole > conn.rec.sent {
-                            let more = whole - conn.rec.sent;
-                            conn.count_sent(more);
-                        }
-                    }
-                    Err(_) => {
-                        stalled = true;
-                        break;
-                    }
-                }
-            }
-        }
+        flood(&mut conn);
         let _ = ready.send(());
         ctx.wait_signal();
         // Silent for a while after the signal, then a reader again.
@@ -253,6 +146,42 @@ pub fn never_reads(ctx: &Arc<Ctx>) -> io::Result<Running> {
         goodbye_expected: true,
         threads: vec![thread],
     })
+}
+
+/// Writes batches of requests until the writes stall (both sides' buffers full) or
+/// 64 MiB are out, whichever is first, counting each request once written whole.
+fn flood(conn: &mut LineConn<'_>) {
+    let request_len = conn.request(0).len() as u64 + 1;
+    let _ = conn
+        .stream()
+        .set_write_timeout(Some(Duration::from_millis(200)));
+    let mut written: u64 = 0;
+    let mut stalled = false;
+    while !stalled && written < 64 << 20 {
+        let batch = conn.batch(256);
+        let mut offset = 0;
+        while offset < batch.len() {
+            let result = {
+                let mut stream = conn.stream();
+                stream.write(&batch[offset..])
+            };
+            match result {
+                Ok(n) => {
+                    offset += n;
+                    written += n as u64;
+                    let whole = written / request_len;
+                    if whole > conn.rec.sent {
+                        let more = whole - conn.rec.sent;
+                        conn.count_sent(more);
+                    }
+                }
+                Err(_) => {
+                    stalled = true;
+                    break;
+                }
+            }
+        }
+    }
 }
 
 /// A connection whose receive and send buffers are 16 KiB (the kernel may round).
@@ -366,86 +295,6 @@ pub fn queued(ctx: &Arc<Ctx>) -> io::Result<Running> {
     })
 }
 
-/// After the signal, a new connection every 20 ms until the server exits: each must
-/// be refused, or served; accepted and then dropped is the problem. `exchange` sends
-/// one request on an accepted connection and reads to its end.
-pub fn new_connects(
-    ctx: &Arc<Ctx>,
-    exchange: fn(&Ctx, TcpStream) -> Conn,
-) -> io::Result<JoinHandle<Row>> {
-    let ctx = Arc::clone(ctx);
-    thread::Builder::new()
-        .name("probe-new-connects".into())
-        .spawn(move || {
-            let mut row = Row::new(
-                "new-connects",
-                "a new connection every 20 ms from the signal to the exit",
-                false,
-            );
-            ctx.wait_signal();
-            let mut attempts = Vec::new();
-            let mut refused = 0u64;
-            let mut failed = 0u64;
-            let mut tries = 0u64;
-            // At most 1500 tries (30 s): a server that never exits is killed anyway.
-            while tries < 1500 {
-                tries += 1;
-                let shared = Arc::clone(&ctx);
-                let attempt = thread::Builder::new()
-                    .name("probe-connect".into())
-                    .spawn(move || attempt(&shared, exchange));
-                match attempt {
-                    Ok(handle) => attempts.push(handle),
-                    Err(_) => failed += 1,
-                }
-                let next = Instant::now() + Duration::from_millis(20);
-                if !matches!(
-                    ctx.server_gone.recv_deadline(next.min(ctx.stop)),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
-                ) || Instant::now() >= ctx.stop
-                {
-                    break;
-                }
-            }
-            let (mut served, mut told, mut dropped, mut timed_out) = (0u64, 0u64, 0u64, 0u64);
-            for handle in attempts {
-                match handle.join() {
-                    Ok(Attempt::Refused) => refused += 1,
-                    Ok(Attempt::TimedOut) => timed_out += 1,
-                    Ok(Attempt::Accepted(conn)) => {
-                        if conn.replies > 0 {
-                            served += 1;
-                        } else if conn.goodbyes > 0 {
-                            told += 1;
-                        } else {
-                            dropped += 1;
-                        }
-                        row.conns.push(conn);
-                    }
-                    Err(_) => failed += 1,
-                }
-            }
-            row.notes.push(format!(
-                "{tries} attempts: {refused} refused, {served} served, {told} told goodbye, \
-                 {dropped} accepted then dropped, {timed_out} connects timed out"
-            ));
-            if dropped > 0 {
-                row.problems.push(format!(
-                    "{dropped} accepted then dropped (listener left open?)"
-                ));
-            }
-            if timed_out > 0 {
-                row.problems
-                    .push(format!("{timed_out} connects got no answer (SYN dropped)"));
-            }
-            if failed > 0 {
-                row.problems
-                    .push(format!("{failed} attempts the probe could not run"));
-            }
-            row
-        })
-}
-
 /// The echo exchange of a new connection: one line, its reply, the end.
 pub fn exchange(ctx: &Ctx, stream: TcpStream) -> Conn {
     let mut conn = LineConn::from_stream(ctx, "new".into(), stream);
@@ -453,37 +302,4 @@ pub fn exchange(ctx: &Ctx, stream: TcpStream) -> Conn {
         conn.until_answered();
     }
     conn.finish()
-}
-
-enum Attempt {
-    Refused,
-    TimedOut,
-    Accepted(Conn),
-}
-
-fn attempt(ctx: &Ctx, exchange: fn(&Ctx, TcpStream) -> Conn) -> Attempt {
-    match TcpStream::connect_timeout(&ctx.addr, Duration::from_millis(500)) {
-        Ok(stream) => Attempt::Accepted(exchange(ctx, stream)),
-        Err(err) if err.kind() == io::ErrorKind::ConnectionRefused => Attempt::Refused,
-        Err(_) => Attempt::TimedOut,
-    }
-}
-
-/// Gathers a scenario's records into its row.
-pub fn collect(running: Running) -> Row {
-    let mut row = Row::new(running.name, running.what, running.goodbye_expected);
-    for handle in running.threads {
-        match handle.join() {
-            Ok((conn, notes)) => {
-                row.conns.push(conn);
-                for note in notes {
-                    if !row.notes.contains(&note) {
-                        row.notes.push(note);
-                    }
-                }
-            }
-            Err(_) => row.problems.push("a probe client thread panicked".into()),
-        }
-    }
-    row
 }

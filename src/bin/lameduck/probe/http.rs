@@ -6,13 +6,15 @@
 use std::io::{self, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::thread;
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
+
 use super::clients::{Ctx, Event};
-use super::echo::{armed, spawn_conn, Arm, Running};
 use super::http_conn::HttpConn;
 use super::report::Conn;
+use super::scenario::{armed, spawn_conn, Arm, Running};
 
 /// Requests the slow download pipelines in one write, then reads slowly.
 const DOWNLOAD_BATCH: u64 = 64;
@@ -150,7 +152,7 @@ pub fn slow_upload(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
             Ok(conn) => conn,
             Err(rec) => return (rec, Vec::new()),
         };
-        let Ok(mut writer) = conn.stream().try_clone() else {
+        let Ok(writer) = conn.stream().try_clone() else {
             return (conn.finish(), vec!["could not clone the socket".into()]);
         };
         let _ = ready.send(());
@@ -166,24 +168,7 @@ pub fn slow_upload(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
         }
         drop(armed_tx);
         let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
-        let stop = ctx.stop;
-        let dripper = thread::Builder::new()
-            .name("probe-upload-drip".into())
-            .spawn(move || {
-                let mut sent = 1usize;
-                while sent < UPLOAD_BYTES {
-                    let next = (Instant::now() + UPLOAD_DRIP).min(stop);
-                    match done_rx.recv_deadline(next) {
-                        Err(crossbeam_channel::RecvTimeoutError::Timeout) if next < stop => {}
-                        _ => break,
-                    }
-                    if writer.write_all(b"x").is_err() {
-                        break;
-                    }
-                    sent += 1;
-                }
-                sent
-            });
+        let dripper = drip_body(writer, done_rx, ctx.stop);
         // The first response (or the end) stops the drip, as a real client would.
         while conn.next() == Event::Other {}
         drop(done_tx);
@@ -210,6 +195,33 @@ pub fn slow_upload(ctx: &Arc<Ctx>) -> io::Result<(Running, Arm)> {
             armed: armed_rx,
         },
     ))
+}
+
+/// Starts the thread that writes the rest of the slow upload's body, a byte every
+/// `UPLOAD_DRIP`, until the body is whole, `done` is dropped, a write fails, or `stop`;
+/// it returns the body bytes sent, the one written with the head included.
+fn drip_body(
+    mut writer: TcpStream,
+    done: Receiver<()>,
+    stop: Instant,
+) -> io::Result<JoinHandle<usize>> {
+    thread::Builder::new()
+        .name("probe-upload-drip".into())
+        .spawn(move || {
+            let mut sent = 1usize;
+            while sent < UPLOAD_BYTES {
+                let next = (Instant::now() + UPLOAD_DRIP).min(stop);
+                match done.recv_deadline(next) {
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) if next < stop => {}
+                    _ => break,
+                }
+                if writer.write_all(b"x").is_err() {
+                    break;
+                }
+                sent += 1;
+            }
+            sent
+        })
 }
 
 /// The HTTP exchange of a new connection: one `GET`, its response, the end.

@@ -21,7 +21,15 @@ mod http;
 #[cfg(unix)]
 mod http_conn;
 #[cfg(unix)]
+mod http_frame;
+#[cfg(unix)]
+mod json;
+#[cfg(unix)]
+mod new_connects;
+#[cfg(unix)]
 mod report;
+#[cfg(unix)]
+mod scenario;
 #[cfg(unix)]
 mod target;
 
@@ -57,7 +65,7 @@ pub fn run(args: &ProbeArgs) -> u8 {
     }
     let clean = trials.iter().filter(|t| t.clean()).count();
     if args.json {
-        let items: Vec<String> = trials.iter().map(report::json_trial).collect();
+        let items: Vec<String> = trials.iter().map(json::json_trial).collect();
         print(&format!(
             "{{\"trials\":[{}],\"clean_trials\":{clean},\"trials_run\":{}}}\n",
             items.join(","),
@@ -81,11 +89,11 @@ fn print(text: &str) {
     let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
 }
 
+/// One trial: a fresh server, its zoo, the signal, the server's exit, and the grades.
 #[cfg(unix)]
 fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
-    use std::sync::{Arc, OnceLock};
-    use std::thread;
-    use std::time::{Duration, Instant};
+    use std::sync::Arc;
+    use std::time::Instant;
 
     use crate::cli::ProbeProtocol;
     use report::Trial;
@@ -95,57 +103,23 @@ fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
     let mut server = target::Target::start(&args.spawn, args.startup)?;
     let (signal_tx, signalled) = crossbeam_channel::bounded::<()>(0);
     let (gone_tx, server_gone) = crossbeam_channel::bounded::<()>(0);
-    let ctx = Arc::new(clients::Ctx {
-        addr: server.addr,
-        template: args.expect_reply.clone(),
-        path: args.path.clone(),
-        goodbye: (!args.goodbye.is_empty()).then(|| args.goodbye.clone().into_bytes()),
-        signal_at: OnceLock::new(),
-        signalled,
-        server_gone,
-        stop: Instant::now() + args.after + args.deadline + Duration::from_secs(60),
-    });
+    let ctx = Arc::new(context(args, server.addr, signalled, server_gone));
     let (running, arms, new_connects) = match args.protocol {
         ProbeProtocol::Echo => start_echo(&ctx, args.load),
         ProbeProtocol::Http => start_http(&ctx, args.load),
     }
     .map_err(|err| format!("cannot start a client thread: {err}"))?;
 
-    // The load runs for --after; then the last-moment clients act, then the signal.
-    thread::sleep(args.after);
-    for arm in &arms {
-        let _ = arm.go.send(());
-    }
-    for arm in &arms {
-        let _ = arm
-            .armed
-            .recv_deadline(Instant::now() + Duration::from_secs(10));
-    }
-    let signal_at = Instant::now();
-    let _ = ctx.signal_at.set(signal_at);
-    drop(signal_tx);
+    let signal_at = signal_after_load(args, &ctx, &arms, signal_tx);
     let signal = args.signal.name();
     let sent = target::kill(signal, server.pid);
-
-    let mut exit_problem = None;
-    let mut killed = false;
-    let exit = match server.wait_exit(signal_at + args.deadline) {
-        Some(exit) => Some(exit),
-        None => {
-            killed = true;
-            exit_problem = Some(format!(
-                "still running {:?} after SIG{signal}: killed",
-                args.deadline
-            ));
-            server.kill_now()
-        }
-    };
+    let (exit, killed, mut exit_problem) = await_exit(&mut server, args, signal_at);
     drop(gone_tx);
     if !sent {
         exit_problem.get_or_insert_with(|| format!("could not send SIG{signal}"));
     }
 
-    let mut rows: Vec<report::Row> = running.into_iter().map(echo::collect).collect();
+    let mut rows: Vec<report::Row> = running.into_iter().map(scenario::collect).collect();
     match new_connects.join() {
         Ok(row) => rows.push(row),
         Err(_) => return Err("the new-connects client panicked".into()),
@@ -154,24 +128,13 @@ fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
     let status = exit.as_ref().and_then(|exit| exit.status);
     let exit_code = status.and_then(|status| status.code());
     let exit_text = target::status_text(status.as_ref());
-    if exit_problem.is_none() {
-        let cut: u64 = rows.iter().map(report::Row::cut).sum();
-        exit_problem = match exit_code {
-            Some(0) if cut > 0 => Some(format!("exit 0 although {cut} connections were cut")),
-            Some(0) => None,
-            Some(code) => Some(format!("exit code {code}")),
-            None => Some(format!("exit: {exit_text}")),
-        };
-    }
+    let exit_problem = exit_problem.or_else(|| graded_exit(exit_code, &exit_text, &rows));
     let tck = target::clk_tck();
     let probe_cpu_end = target::cpu_ticks(None).map_or(probe_cpu_start, |(ticks, _)| ticks);
     Ok(Trial {
         command: args.spawn.clone(),
         addr: server.addr.to_string(),
-        protocol: match args.protocol {
-            ProbeProtocol::Echo => "echo",
-            ProbeProtocol::Http => "http",
-        },
+        protocol: args.protocol.name(),
         signal,
         rows,
         exit: exit_text,
@@ -187,11 +150,95 @@ fn run_trial(args: &ProbeArgs) -> Result<report::Trial, String> {
     })
 }
 
+/// What every client of a trial shares: the server's address, what to expect of it,
+/// the signal and exit to wait for, and the run's hard stop.
+#[cfg(unix)]
+fn context(
+    args: &ProbeArgs,
+    addr: std::net::SocketAddr,
+    signalled: crossbeam_channel::Receiver<()>,
+    server_gone: crossbeam_channel::Receiver<()>,
+) -> clients::Ctx {
+    use std::time::{Duration, Instant};
+
+    clients::Ctx {
+        addr,
+        template: args.expect_reply.clone(),
+        path: args.path.clone(),
+        goodbye: (!args.goodbye.is_empty()).then(|| args.goodbye.clone().into_bytes()),
+        signal_at: std::sync::OnceLock::new(),
+        signalled,
+        server_gone,
+        stop: Instant::now() + args.after + args.deadline + Duration::from_secs(60),
+    }
+}
+
+/// Lets the load run for --after, then has the last-moment clients act, then marks
+/// the signal's instant and wakes every client waiting for it: the caller sends the
+/// signal right after.
+#[cfg(unix)]
+fn signal_after_load(
+    args: &ProbeArgs,
+    ctx: &clients::Ctx,
+    arms: &[scenario::Arm],
+    signal_tx: crossbeam_channel::Sender<()>,
+) -> std::time::Instant {
+    use std::time::{Duration, Instant};
+
+    std::thread::sleep(args.after);
+    for arm in arms {
+        let _ = arm.go.send(());
+    }
+    for arm in arms {
+        let _ = arm
+            .armed
+            .recv_deadline(Instant::now() + Duration::from_secs(10));
+    }
+    let signal_at = Instant::now();
+    let _ = ctx.signal_at.set(signal_at);
+    drop(signal_tx);
+    signal_at
+}
+
+/// Waits for the server to exit within --deadline of the signal, or kills it: its
+/// exit, whether it was killed, and that as a problem.
+#[cfg(unix)]
+fn await_exit(
+    server: &mut target::Target,
+    args: &ProbeArgs,
+    signal_at: std::time::Instant,
+) -> (Option<target::Exit>, bool, Option<String>) {
+    match server.wait_exit(signal_at + args.deadline) {
+        Some(exit) => (Some(exit), false, None),
+        None => {
+            let problem = format!(
+                "still running {:?} after SIG{}: killed",
+                args.deadline,
+                args.signal.name()
+            );
+            (server.kill_now(), true, Some(problem))
+        }
+    }
+}
+
+/// The problem with a server's own exit: any code but 0, or 0 although connections
+/// were cut (a clean exit code must mean a clean shutdown).
+#[cfg(unix)]
+fn graded_exit(exit_code: Option<i32>, exit_text: &str, rows: &[report::Row]) -> Option<String> {
+    let cut: u64 = rows.iter().map(report::Row::cut).sum();
+    match exit_code {
+        Some(0) if cut > 0 => Some(format!("exit 0 although {cut} connections were cut")),
+        Some(0) => None,
+        Some(code) => Some(format!("exit code {code}")),
+        None => Some(format!("exit: {exit_text}")),
+    }
+}
+
 /// The scenarios of a trial, running; the last-moment ones' arms; new-connects.
 #[cfg(unix)]
 type Zoo = (
-    Vec<echo::Running>,
-    Vec<echo::Arm>,
+    Vec<scenario::Running>,
+    Vec<scenario::Arm>,
     std::thread::JoinHandle<report::Row>,
 );
 
@@ -209,7 +256,7 @@ fn start_echo(ctx: &std::sync::Arc<clients::Ctx>, load: u32) -> std::io::Result<
     let (half, half_arm) = echo::half_closed(ctx)?;
     running.push(half);
     running.push(echo::queued(ctx)?);
-    let new_connects = echo::new_connects(ctx, echo::exchange)?;
+    let new_connects = new_connects::new_connects(ctx, echo::exchange)?;
     Ok((running, vec![flight_arm, half_arm], new_connects))
 }
 
@@ -224,6 +271,6 @@ fn start_http(ctx: &std::sync::Arc<clients::Ctx>, load: u32) -> std::io::Result<
     running.push(flight);
     let (upload, upload_arm) = http::slow_upload(ctx)?;
     running.push(upload);
-    let new_connects = echo::new_connects(ctx, http::exchange)?;
+    let new_connects = new_connects::new_connects(ctx, http::exchange)?;
     Ok((running, vec![flight_arm, upload_arm], new_connects))
 }
