@@ -6,6 +6,7 @@
 //! stops are detached, never waited for forever. The server's threads, a task
 //! group's tasks and each bounded lifecycle step all run in a crew.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::panic::{self, AssertUnwindSafe};
 use std::thread::{self, JoinHandle};
@@ -67,7 +68,11 @@ pub(crate) struct Crew {
     prefix: &'static str,
     done_tx: Sender<Done>,
     done_rx: Receiver<Done>,
-    members: Vec<Member>,
+    /// By start order. A map rather than a vector so that a crew whose threads come
+    /// and go (the server's pool) can forget the ended ones ([`Crew::forget_ended`]).
+    members: BTreeMap<usize, Member>,
+    /// The index of the next thread started.
+    next: usize,
     alive: usize,
     last_exit: Option<Instant>,
 }
@@ -86,7 +91,8 @@ impl Crew {
             prefix,
             done_tx,
             done_rx,
-            members: Vec::new(),
+            members: BTreeMap::new(),
+            next: 0,
             alive: 0,
             last_exit: None,
         }
@@ -111,7 +117,7 @@ impl Crew {
         if let Some(size) = stack_size {
             builder = builder.stack_size(size);
         }
-        let index = self.members.len();
+        let index = self.next;
         let done = self.done_tx.clone();
         let handle = builder.spawn(move || {
             let mut guard = DoneGuard {
@@ -134,24 +140,28 @@ impl Crew {
             }
             guard.outcome = Some(outcome);
         })?;
-        self.members.push(Member {
-            name,
-            handle: Some(handle),
-            outcome: None,
-        });
+        self.next += 1;
+        self.members.insert(
+            index,
+            Member {
+                name,
+                handle: Some(handle),
+                outcome: None,
+            },
+        );
         self.alive += 1;
         Ok(())
     }
 
-    /// Threads started, ended or not.
+    /// Threads started, ended or not (except those forgotten).
     pub(crate) fn len(&self) -> usize {
         self.members.len()
     }
 
-    /// The names of the threads started, in start order.
+    /// The names of the threads started (except those forgotten), in start order.
     pub(crate) fn names(&self) -> Vec<&str> {
         self.members
-            .iter()
+            .values()
             .map(|member| member.name.as_str())
             .collect()
     }
@@ -162,7 +172,7 @@ impl Crew {
     }
 
     fn record(&mut self, done: Done) {
-        let Some(member) = self.members.get_mut(done.index) else {
+        let Some(member) = self.members.get_mut(&done.index) else {
             return;
         };
         if member.outcome.is_some() {
@@ -212,11 +222,22 @@ impl Crew {
         self.last_exit
     }
 
+    /// Records, without waiting, the threads that have ended, and forgets them with
+    /// their outcomes: a crew whose threads come and go for the life of a server
+    /// (the pool's workers, which end when idle) stays as small as the threads
+    /// alive. What a forgotten thread's failure did was logged by its `on_failure`.
+    pub(crate) fn forget_ended(&mut self) {
+        while let Ok(done) = self.done_rx.try_recv() {
+            self.record(done);
+        }
+        self.members.retain(|_, member| member.outcome.is_none());
+    }
+
     /// Every thread with how it ended, in start order; the ones still running are
     /// given up on (their handles dropped: detached) as [`TaskOutcome::Detached`].
     pub(crate) fn finish(self) -> Vec<(String, TaskOutcome)> {
         self.members
-            .into_iter()
+            .into_values()
             .map(|member| {
                 let outcome = member.outcome.unwrap_or(TaskOutcome::Detached);
                 (member.name, outcome)
@@ -315,5 +336,35 @@ mod tests {
         let end = crew.join_until(Instant::now() + Duration::from_secs(30), &abort_rx);
         assert_eq!(end, JoinEnd::Aborted);
         drop(release_tx);
+    }
+
+    #[test]
+    fn forgetting_the_ended_keeps_only_the_threads_alive() {
+        let never = crossbeam_channel::never();
+        let mut crew = Crew::new();
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+        crew.spawn("quick".into(), None, || Ok(()), quiet).unwrap();
+        crew.spawn(
+            "stuck".into(),
+            None,
+            move || {
+                let _ = release_rx.recv();
+                Ok(())
+            },
+            quiet,
+        )
+        .unwrap();
+        let soon = Instant::now() + Duration::from_millis(200);
+        assert_eq!(crew.join_until(soon, &never), JoinEnd::DeadlinePassed);
+        crew.forget_ended();
+        assert_eq!(crew.names(), ["stuck"]);
+        drop(release_tx);
+        let soon = Instant::now() + Duration::from_secs(5);
+        assert_eq!(crew.join_until(soon, &never), JoinEnd::AllExited);
+        crew.forget_ended();
+        assert_eq!(crew.len(), 0);
+        crew.spawn("next".into(), None, || Ok(()), quiet).unwrap();
+        assert_eq!(crew.join_until(soon, &never), JoinEnd::AllExited);
+        assert!(matches!(crew.finish()[..], [(ref name, TaskOutcome::Finished)] if name == "next"));
     }
 }
