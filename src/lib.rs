@@ -91,7 +91,7 @@ struct ReadmeDoctests;
 pub use lifecycle::{DrainSummary, Lifecycle, StartupError};
 pub use server::{
     Connection, Handler, Received, Report, Server, ServerBuilder, ServerHandle, StartError,
-    DEFAULT_WRITE_TIMEOUT,
+    DEFAULT_DRAIN_TIMEOUT, DEFAULT_WORKER_IDLE_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 pub use shutdown::{exit_code, Outcome, Reason, Shutdown};
 pub use signals::SignalError;
