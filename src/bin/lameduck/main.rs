@@ -60,7 +60,9 @@ fn one_line(err: &dyn Error) -> String {
     text
 }
 
-fn builder(args: &ServerArgs, life: &Lifecycle, listener: TcpListener) -> ServerBuilder {
+/// The server's options from the command line. Its drain deadline is the
+/// lifecycle's: `Lifecycle::serve` holds the server to it.
+fn builder(args: &ServerArgs, listener: TcpListener) -> ServerBuilder {
     lameduck::Server::builder()
         .listener(listener)
         .workers(args.workers as usize)
@@ -68,7 +70,6 @@ fn builder(args: &ServerArgs, life: &Lifecycle, listener: TcpListener) -> Server
         .backlog(args.backlog)
         .tick(args.tick)
         .write_timeout(args.write_timeout)
-        .drain_timeout(life.drain_timeout())
         .drain_delay(args.drain_delay)
         .linger(args.linger)
         .accept_poll(args.accept_poll)
@@ -101,7 +102,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
                 .idle_timeout(args.server.idle_timeout)
                 .line_timeout(args.line_timeout)
                 .goodbye(&args.goodbye);
-            builder(&args.server, &life, listener).start(echo, &shutdown)?
+            builder(&args.server, listener).start(echo, &shutdown)?
         }
         Command::Http(args) => {
             let http = Http::new(Hello::new().work_delay(args.work_delay))
@@ -112,7 +113,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
                 .body_timeout(args.body_timeout)
                 .idle_timeout(args.server.idle_timeout)
                 .keepalive_grace(args.keepalive_grace);
-            builder(&args.server, &life, listener).start(http, &shutdown)?
+            builder(&args.server, listener).start(http, &shutdown)?
         }
         Command::Probe(_) => return Err("the probe is not a server".into()),
     };
