@@ -210,6 +210,38 @@ struct PeakClient {
     reply: Vec<u8>,
 }
 
+impl PeakClient {
+    /// Acts on a readiness event: sends the line once connected, reads the echo.
+    /// Returns the connect → reply time once the whole echo is in.
+    fn on_event(&mut self, event: &mio::event::Event) -> io::Result<Option<Duration>> {
+        if !self.sent && event.is_writable() {
+            match self.stream.write(b"hello\n") {
+                Ok(6) => self.sent = true,
+                Ok(_) => return Err(io::Error::other("a 6-byte line written in part")),
+                // Not connected yet: the next writable event says when.
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                Err(err) if err.kind() == ErrorKind::NotConnected => {}
+                Err(err) => return Err(err),
+            }
+        }
+        if event.is_readable() {
+            let mut buf = [0u8; 64];
+            loop {
+                match self.stream.read(&mut buf) {
+                    Ok(0) => return Err(io::Error::other("EOF before the echo")),
+                    Ok(got) => self.reply.extend_from_slice(&buf[..got]),
+                    Err(err) if err.kind() == ErrorKind::WouldBlock => break,
+                    Err(err) => return Err(err),
+                }
+            }
+        }
+        Ok(self
+            .reply
+            .ends_with(b"\r\n")
+            .then(|| self.started.elapsed()))
+    }
+}
+
 /// `n` clients connected at once: each sends a line as soon as it is connected and
 /// closes once it has the echo. Returns each client's connect → reply time.
 fn peak(addr: SocketAddr, n: usize) -> io::Result<Vec<Duration>> {
@@ -217,11 +249,8 @@ fn peak(addr: SocketAddr, n: usize) -> io::Result<Vec<Duration>> {
     let mut clients = Vec::with_capacity(n);
     for i in 0..n {
         let mut stream = mio::net::TcpStream::connect(addr)?;
-        poll.registry().register(
-            &mut stream,
-            Token(i),
-            Interest::READABLE | Interest::WRITABLE,
-        )?;
+        let both = Interest::READABLE | Interest::WRITABLE;
+        poll.registry().register(&mut stream, Token(i), both)?;
         clients.push(Some(PeakClient {
             stream,
             started: Instant::now(),
@@ -234,10 +263,9 @@ fn peak(addr: SocketAddr, n: usize) -> io::Result<Vec<Duration>> {
     let deadline = Instant::now() + PATIENCE;
     while times.len() < n {
         if Instant::now() >= deadline {
-            return Err(io::Error::other(format!(
-                "{} of {n} clients answered within {PATIENCE:?}",
-                times.len()
-            )));
+            let answered = times.len();
+            let err = format!("{answered} of {n} clients answered within {PATIENCE:?}");
+            return Err(io::Error::other(err));
         }
         poll.poll(&mut events, Some(Duration::from_millis(100)))?;
         for event in &events {
@@ -245,31 +273,10 @@ fn peak(addr: SocketAddr, n: usize) -> io::Result<Vec<Duration>> {
             let Some(client) = slot.as_mut() else {
                 continue;
             };
-            if !client.sent && event.is_writable() {
-                match client.stream.write(b"hello\n") {
-                    Ok(6) => client.sent = true,
-                    Ok(_) => return Err(io::Error::other("a 6-byte line written in part")),
-                    // Not connected yet: the next writable event says when.
-                    Err(err) if err.kind() == ErrorKind::WouldBlock => {}
-                    Err(err) if err.kind() == ErrorKind::NotConnected => {}
-                    Err(err) => return Err(err),
-                }
-            }
-            if event.is_readable() {
-                let mut buf = [0u8; 64];
-                loop {
-                    match client.stream.read(&mut buf) {
-                        Ok(0) => return Err(io::Error::other("EOF before the echo")),
-                        Ok(got) => client.reply.extend_from_slice(&buf[..got]),
-                        Err(err) if err.kind() == ErrorKind::WouldBlock => break,
-                        Err(err) => return Err(err),
-                    }
-                }
-                if client.reply.ends_with(b"\r\n") {
-                    times.push(client.started.elapsed());
-                    // Closing it frees its worker, which stays idle.
-                    *slot = None;
-                }
+            if let Some(took) = client.on_event(event)? {
+                times.push(took);
+                // Closing it frees its worker, which stays idle.
+                *slot = None;
             }
         }
     }

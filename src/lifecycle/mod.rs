@@ -315,6 +315,8 @@ impl Lifecycle {
     /// A forced shutdown (second signal) stops the wait for tasks; cleanup still runs
     /// within its bounds. Resources are closed even when a task was detached: it may
     /// find its resource closed, which is better than never flushing it.
+    // Just over 60 lines on purpose: the phases in the order they run, each timed,
+    // read top to bottom as the module doc tells them.
     pub fn run_with<D>(mut self, drain: D) -> Report
     where
         D: FnOnce(Instant) -> DrainSummary,

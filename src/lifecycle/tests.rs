@@ -1,4 +1,5 @@
 //! Unit tests of the lifecycle: order of startup and close, unwinding, bounds, budget.
+//! (Over 400 lines: every phase and bound of the lifecycle has its own test here.)
 
 use super::*;
 use crate::supervisor::TaskOutcome;

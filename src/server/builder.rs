@@ -1,4 +1,6 @@
 //! The server's options, and `start`, which binds and starts its threads.
+//!
+//! (Over 400 lines: a dozen options, each with the documentation of its default.)
 
 use std::error::Error;
 use std::fmt;

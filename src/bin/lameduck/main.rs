@@ -77,6 +77,8 @@ fn builder(args: &ServerArgs, listener: TcpListener) -> ServerBuilder {
 
 /// The whole run: signals, the lifecycle, the server, and the report. Every
 /// shutdown takes one path: signal → drain → tasks → hooks → resources → report.
+// Over 60 lines on purpose: the startup order (signals before `listening on`, the
+// deploy's ready after it) is the contract, and it reads best in one place.
 fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
     let server_args = match &cli.command {
         Command::Echo(args) => &args.server,
