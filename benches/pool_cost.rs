@@ -139,7 +139,7 @@ impl Contender {
 struct Figures {
     fresh_exit: Vec<Duration>,
     fresh_rss_kib: Vec<u64>,
-    fresh_threads: Vec<u64>,
+    fresh_workers: Vec<usize>,
     peak_exit: Vec<Duration>,
     retired_exit: Vec<Duration>,
     retired_rss_kib: Vec<u64>,
@@ -283,11 +283,23 @@ fn peak(addr: SocketAddr, n: usize) -> io::Result<Vec<Duration>> {
     Ok(times)
 }
 
-/// Polls /proc until the server is back to `threads` threads: there is no event to
-/// wait on from outside the process. Returns how long that took.
-fn wait_threads(server: &ServerProc, threads: u64) -> Duration {
+/// The server's worker threads alive: those named `lameduck-worker-N` (the kernel
+/// keeps the first 15 bytes of a name, which is all of `lameduck-worker`).
+fn workers_alive(server: &ServerProc) -> usize {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", server.pid)) else {
+        panic!("{}: no /proc/{}/task", server.label, server.pid);
+    };
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("lameduck-worker"))
+        .count()
+}
+
+/// Polls /proc until none of the server's workers is left: there is no event to wait
+/// on from outside the process. Returns how long that took.
+fn wait_workers_ended(server: &ServerProc) -> Duration {
     let started = Instant::now();
-    while status(server, "Threads:") > threads {
+    while workers_alive(server) > 0 {
         assert!(
             started.elapsed() < PATIENCE,
             "{}: idle workers still alive after {PATIENCE:?}",
@@ -303,8 +315,7 @@ fn wait_threads(server: &ServerProc, threads: u64) -> Duration {
 fn run(contender: &Contender, retire: bool, figures: &mut Figures) {
     // A fresh server: nothing served.
     let server = contender.start();
-    let threads = status(&server, "Threads:");
-    figures.fresh_threads.push(threads);
+    figures.fresh_workers.push(workers_alive(&server));
     figures.fresh_rss_kib.push(status(&server, "VmRSS:"));
     figures.kill_overhead.push(kill_overhead(&server));
     figures.fresh_exit.push(time_shutdown(server));
@@ -319,7 +330,7 @@ fn run(contender: &Contender, retire: bool, figures: &mut Figures) {
     if retire && contender.retires {
         let server = contender.start();
         peak(server.addr, PEAK).unwrap_or_else(|err| panic!("{}: {err}", server.label));
-        figures.retire_wait.push(wait_threads(&server, threads));
+        figures.retire_wait.push(wait_workers_ended(&server));
         figures.retired_rss_kib.push(status(&server, "VmRSS:"));
         figures.retired_exit.push(time_shutdown(server));
     }
@@ -378,8 +389,8 @@ fn print_table(contenders: &[Contender], figures: &[Figures], runs: usize) {
             cell(&f.fresh_exit, ms)
         }),
         ("RSS at start", |f| cell(&f.fresh_rss_kib, mib)),
-        ("threads at start", |f| {
-            cell(&f.fresh_threads, |n| n.to_string())
+        ("worker threads at start", |f| {
+            cell(&f.fresh_workers, |n| n.to_string())
         }),
         ("SIGTERM → exit, at once after a peak of 1000", |f| {
             cell(&f.peak_exit, ms)
