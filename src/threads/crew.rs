@@ -74,6 +74,8 @@ pub(crate) struct Crew {
     /// The index of the next thread started.
     next: usize,
     alive: usize,
+    /// Members that have ended since the last [`Crew::forget_ended`].
+    ended: usize,
     last_exit: Option<Instant>,
 }
 
@@ -94,6 +96,7 @@ impl Crew {
             members: BTreeMap::new(),
             next: 0,
             alive: 0,
+            ended: 0,
             last_exit: None,
         }
     }
@@ -183,6 +186,7 @@ impl Crew {
             reap(handle);
         }
         self.alive -= 1;
+        self.ended += 1;
         self.last_exit = Some(Instant::now());
     }
 
@@ -230,7 +234,12 @@ impl Crew {
         while let Ok(done) = self.done_rx.try_recv() {
             self.record(done);
         }
-        self.members.retain(|_, member| member.outcome.is_none());
+        // The acceptor calls this between polls: a pass over every member only when
+        // one has ended.
+        if self.ended > 0 {
+            self.members.retain(|_, member| member.outcome.is_none());
+            self.ended = 0;
+        }
     }
 
     /// Every thread with how it ended, in start order; the ones still running are
