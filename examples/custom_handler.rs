@@ -75,7 +75,6 @@ fn run() -> Result<u8, Box<dyn Error>> {
     let server = Server::builder()
         .addr(addr)
         .workers(16)
-        .drain_timeout(life.drain_timeout())
         .start(Shout, &shutdown)?;
     signals::install(&shutdown)?;
     output::print_line(&format!("listening on {}", server.local_addr()));

@@ -339,7 +339,6 @@ fn run(args: Args, root: Root) -> Result<u8, Box<dyn Error>> {
         .tick(args.tick)
         .write_timeout(args.write_timeout)
         .drain_delay(args.drain_delay)
-        .drain_timeout(life.drain_timeout())
         .start(http, &shutdown)?;
     if let Err(err) = server.announce() {
         // Whoever was to read stdout has gone; the clients have not (as `lameduck`).

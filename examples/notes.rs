@@ -268,7 +268,6 @@ fn run(args: Args) -> Result<u8, Box<dyn std::error::Error>> {
         .queue(args.queue as usize)
         .tick(args.tick)
         .drain_delay(args.drain_delay)
-        .drain_timeout(life.drain_timeout())
         .start(http, &shutdown)?;
     if let Err(err) = server.announce() {
         // Whoever was to read stdout has gone; the clients have not (as `lameduck`).

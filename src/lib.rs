@@ -116,7 +116,8 @@ struct ReadmeDoctests;
 pub use lifecycle::{DrainSummary, Lifecycle, LifecycleReport, StartupError};
 pub use server::{
     close_gracefully, take_backlog, Connection, Forced, Handler, Received, Server, ServerBuilder,
-    ServerHandle, ServerReport, StartError, DEFAULT_WRITE_TIMEOUT,
+    ServerHandle, ServerReport, StartError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_WORKER_IDLE_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
 };
 pub use shutdown::{exit_code, Outcome, Reason, Shutdown};
 pub use signals::SignalError;

@@ -84,6 +84,65 @@ fn force_cuts_the_drain_short() {
     assert_eq!(report.exit_code(), 130);
 }
 
+/// Answers nothing: after the first bytes it blocks where no force can reach it (a
+/// lock, a database call), until the test lets it go.
+struct Stuck {
+    entered: crossbeam_channel::Sender<()>,
+    release: crossbeam_channel::Receiver<()>,
+}
+
+impl Handler for Stuck {
+    fn handle(&self, conn: &mut Connection) -> io::Result<()> {
+        let mut buf = [0u8; 64];
+        while !matches!(conn.read_request(&mut buf)?, Received::Data(_)) {}
+        let _ = self.entered.send(());
+        let _ = self.release.recv();
+        Ok(())
+    }
+
+    fn busy_reply(&self) -> &[u8] {
+        b"busy\n"
+    }
+}
+
+/// A handler stuck past the drain deadline: its client is force-closed, and the
+/// report says so — one connection forced, none drained, its worker detached — and
+/// the drain lasted until that force, not until the last thread that did end.
+#[test]
+fn a_handler_stuck_past_the_deadline_is_reported_forced_and_its_worker_detached() {
+    let (entered_tx, entered) = crossbeam_channel::bounded(1);
+    let (release_tx, release) = crossbeam_channel::bounded::<()>(0);
+    let shutdown = Shutdown::new();
+    let drain_timeout = std::time::Duration::from_millis(300);
+    let server = Server::builder()
+        .addr("127.0.0.1:0".parse().unwrap())
+        .tick(std::time::Duration::from_millis(20))
+        .drain_timeout(drain_timeout)
+        .start(
+            Stuck {
+                entered: entered_tx,
+                release,
+            },
+            &shutdown,
+        )
+        .unwrap();
+    let mut client = Client::connect(server.local_addr());
+    client.send(b"work\n").unwrap();
+    entered
+        .recv_timeout(in_process::PATIENCE)
+        .expect("the handler got the request");
+    shutdown.trigger();
+    let report = server.join();
+    let (rest, _end) = client.rest();
+    assert!(rest.is_empty(), "force-closed without a reply: {rest:?}");
+    assert_eq!(report.outcome, Outcome::Deadline);
+    assert_eq!(report.exit_code(), 124);
+    assert_eq!((report.forced, report.drained), (1, 0), "{report}");
+    assert_eq!(report.detached, ["lameduck-worker-0"], "{report}");
+    assert!(report.drain >= drain_timeout, "{report}");
+    drop(release_tx);
+}
+
 /// A program that already has its listener (socket activation, an upgrade, a port it
 /// bound itself) hands it to the server; an upgrade's drain leaves the backlog alone.
 #[test]

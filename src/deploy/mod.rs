@@ -24,7 +24,6 @@
 //! let listener = deploy.listen("127.0.0.1:8080".parse()?, 1024)?;
 //! let server = Server::builder()
 //!     .listener(listener)
-//!     .drain_timeout(life.drain_timeout())
 //!     .start(Echo::new(), &shutdown)?;
 //! server.announce()?;
 //! // READY=1, the pid file, and the predecessor (if any) told to drain.

@@ -183,7 +183,8 @@ impl Lifecycle {
     }
 
     /// The time from the trigger to the drain deadline: the budget minus the cleanup
-    /// reserve. Give the server the same drain timeout.
+    /// reserve. [`Lifecycle::serve`] holds the server to it; a caller who drains
+    /// its own way gets the deadline from [`Lifecycle::run_with`].
     pub fn drain_timeout(&self) -> Duration {
         let reserve = self.cleanup_reserve.unwrap_or(self.budget / 6);
         self.budget.saturating_sub(reserve)
@@ -298,10 +299,12 @@ impl Lifecycle {
         self.run_with(|_| DrainSummary::default())
     }
 
-    /// [`Lifecycle::run_with`] for a server: its join is the drain. Start the server
-    /// with [`Lifecycle::drain_timeout`] as its drain timeout so both agree.
+    /// [`Lifecycle::run_with`] for a server: its join is the drain, held to the
+    /// lifecycle's drain deadline (the budget minus the cleanup reserve) — or to the
+    /// server's own [drain timeout](crate::ServerBuilder::drain_timeout), if one was
+    /// set and it ends sooner. Either way the cleanup reserve is left to the cleanup.
     pub fn serve(self, server: ServerHandle) -> LifecycleReport {
-        self.run_with(|_deadline| DrainSummary::from(&server.join()))
+        self.run_with(|deadline| DrainSummary::from(&server.join_by(deadline)))
     }
 
     /// Blocks until the shutdown is triggered, then takes the application down:
@@ -313,6 +316,8 @@ impl Lifecycle {
     /// A forced shutdown (second signal) stops the wait for tasks; cleanup still runs
     /// within its bounds. Resources are closed even when a task was detached: it may
     /// find its resource closed, which is better than never flushing it.
+    // Just over 60 lines on purpose: the phases in the order they run, each timed,
+    // read top to bottom as the module doc tells them.
     pub fn run_with<D>(mut self, drain: D) -> LifecycleReport
     where
         D: FnOnce(Instant) -> DrainSummary,

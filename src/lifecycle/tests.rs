@@ -1,4 +1,5 @@
 //! Unit tests of the lifecycle: order of startup and close, unwinding, bounds, budget.
+//! (Over 400 lines: every phase and bound of the lifecycle has its own test here.)
 
 use super::*;
 use crate::supervisor::TaskOutcome;
@@ -389,4 +390,75 @@ fn the_report_line_is_key_value_pairs_without_spaces() {
         ]
     );
     assert_eq!(keys[9], "write_timeouts", "{line}");
+}
+
+/// Holds its connection until the server forces it, as a long request would.
+struct Hold(crossbeam_channel::Sender<()>);
+
+impl crate::Handler for Hold {
+    fn handle(&self, conn: &mut crate::Connection) -> io::Result<()> {
+        let _ = self.0.send(());
+        conn.wait_forced_until(Instant::now() + Duration::from_secs(60));
+        Ok(())
+    }
+
+    fn busy_reply(&self) -> &[u8] {
+        b"busy\n"
+    }
+}
+
+/// Serves one connection that never finishes with `builder`, takes the server down
+/// with [`Lifecycle::serve`] under `budget` and `reserve`, and returns the report.
+fn serve_a_held_connection(
+    builder: crate::ServerBuilder,
+    budget: Duration,
+    reserve: Duration,
+) -> LifecycleReport {
+    let shutdown = Shutdown::new();
+    let life = Lifecycle::new(&shutdown)
+        .with_budget(budget)
+        .with_cleanup_reserve(reserve);
+    let (held_tx, held) = crossbeam_channel::bounded(1);
+    let server = builder
+        .addr("127.0.0.1:0".parse().unwrap())
+        .start(Hold(held_tx), &shutdown)
+        .unwrap();
+    let _client = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    held.recv_timeout(Duration::from_secs(10))
+        .expect("a worker holds the connection");
+    shutdown.trigger();
+    life.serve(server)
+}
+
+#[test]
+fn serve_holds_the_server_to_the_lifecycles_drain_deadline() {
+    let (budget, reserve) = (Duration::from_millis(500), Duration::from_millis(100));
+    let report = serve_a_held_connection(crate::Server::builder(), budget, reserve);
+    let drain = report
+        .drain
+        .duration
+        .expect("the server measures its drain");
+    // Without it the server would wait for its own default, 30 s.
+    assert!(drain >= budget - reserve, "{report}");
+    assert!(drain < Duration::from_secs(5), "{report}");
+    assert_eq!(
+        (report.drain.forced, report.drain.outcome),
+        (1, Outcome::Deadline)
+    );
+    assert_eq!(report.exit_code(), 124);
+}
+
+#[test]
+fn a_shorter_drain_timeout_set_on_the_server_still_wins() {
+    let (budget, reserve) = (Duration::from_secs(20), Duration::from_secs(1));
+    let short = Duration::from_millis(150);
+    let builder = crate::Server::builder().drain_timeout(short);
+    let report = serve_a_held_connection(builder, budget, reserve);
+    let drain = report
+        .drain
+        .duration
+        .expect("the server measures its drain");
+    assert!(drain >= short, "{report}");
+    assert!(drain < budget - reserve, "{report}");
+    assert_eq!(report.drain.forced, 1, "{report}");
 }

@@ -18,18 +18,17 @@
 //! closing it would reset whoever still waits there; only a force (the drain
 //! deadline, a second signal) cuts that short, and what it leaves is counted.
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 use super::accept::{accept_one, out_of_resources, Accepted, Backoff, FailureLog};
 use super::backlog::BacklogProbe;
-use super::pool::Job;
+use super::pool::{Job, Pool};
 use super::report::Stats;
 use super::state::ServerState;
 use crate::shutdown::{Reason, Shutdown};
@@ -44,7 +43,8 @@ pub(crate) struct Acceptor {
     /// The only strong reference: dropping it closes the socket (see
     /// `ServerHandle::listening_socket`).
     pub(crate) listener: Arc<TcpListener>,
-    pub(crate) jobs: Sender<Job>,
+    /// Dropped as the acceptor ends, which closes the pool's queue.
+    pub(crate) pool: Pool,
     pub(crate) refused: Sender<TcpStream>,
     pub(crate) state: Arc<ServerState>,
     /// Workers plus queue: how many connections the pool may hold at once.
@@ -190,7 +190,7 @@ impl Acceptor {
                     backoff.reset();
                     continue;
                 }
-                Accepted::Nothing => {}
+                Accepted::Nothing => self.pool.tidy(),
                 Accepted::Failed(err) => {
                     // Connections wait in the backlog and retrying at once would
                     // spin: wait for a connection to close (or the backoff), then
@@ -226,18 +226,18 @@ impl Acceptor {
         }
     }
 
-    fn dispatch(&self, job: Job) {
+    fn dispatch(&mut self, job: Job) {
         Stats::bump(&self.state.stats.accepted);
         // The pool's limit is a count, not a preallocated channel: a worker that has
         // just finished frees its place at once, so a client is never refused while a
         // worker is free, and a huge `--queue` costs nothing until it fills.
         let job = if self.state.admit(self.capacity) {
-            match self.jobs.send(job) {
+            match self.pool.submit(job) {
                 Ok(()) => return,
-                // Every worker has exited (a force): nobody will serve it.
-                Err(err) => {
+                // No worker is alive and none can be started: nobody will serve it.
+                Err(job) => {
                     self.state.release();
-                    err.into_inner()
+                    job
                 }
             }
         } else {
@@ -253,8 +253,8 @@ impl Acceptor {
     }
 
     /// Stop accepting: take what waits in the kernel's backlog (closing the listener
-    /// would reset it), close the listener, then hand every taken connection to the
-    /// pool — blocking now is fine, as nothing new is accepted.
+    /// would reset it) and hand it to the pool, close the listener, then close the
+    /// pool's queue.
     ///
     /// After an upgrade (`take_backlog` false) the listening socket lives on in the
     /// new process: closing our descriptor resets nothing, and what waits in the
@@ -269,22 +269,23 @@ impl Acceptor {
             .registry
             .dismiss_idle(self.state.handler.goodbye(), Instant::now());
         log::debug!("{} idle connection(s) told goodbye", pass.dismissed);
-        let mut taken = VecDeque::new();
         let (accepted, left) = if take_backlog {
-            self.take_backlog(&mut taken)
+            self.take_backlog()
         } else {
             (0, Some(0))
         };
         self.failures.flush(Instant::now());
         let Acceptor {
             listener,
-            jobs,
+            pool,
             refused,
             state,
             ..
         } = self;
         drop(listener);
         drop(refused);
+        // Closes the queue: each worker ends once it is empty.
+        drop(pool);
         let stats = &state.stats;
         match left {
             Some(left) => stats.backlog_left.store(left, Ordering::Relaxed),
@@ -306,59 +307,34 @@ impl Acceptor {
                  backlog, the rest (uncounted on this platform) reset by the close"
             ),
         }
-        let forced = state.draining.when_forced();
-        let mut taken = taken.into_iter();
-        for job in taken.by_ref() {
-            // Past the limit: nothing new is accepted, and these were waiting already.
-            state.admitted.fetch_add(1, Ordering::SeqCst);
-            crossbeam_channel::select! {
-                send(jobs, job) -> sent => if sent.is_err() {
-                    Stats::bump(&stats.forced);
-                },
-                recv(forced) -> _ => {
-                    Stats::bump(&stats.forced);
-                    break;
-                }
-            }
-        }
-        for _never_served in taken {
-            Stats::bump(&stats.forced);
+    }
+
+    /// Hands a connection taken from the backlog to the pool, past the limit: nothing
+    /// new is accepted, and it was waiting already.
+    fn hand_over_taken(&mut self, job: Job) {
+        // Counted before the submission, so the worker's release follows it.
+        self.state.admitted.fetch_add(1, Ordering::SeqCst);
+        if self.pool.submit(job).is_err() {
+            // No worker is alive and none can be started to serve it.
+            self.state.release();
+            Stats::bump(&self.state.stats.forced);
         }
     }
 
     /// Takes every connection waiting in the backlog, until `accept` says it is
-    /// empty, handing each to the pool's queue as soon as it has room (a connection
-    /// held here holds a descriptor the next accept may need). When descriptors run
-    /// out, what waits in the backlog is taken as workers close connections: the
-    /// listener stays open meanwhile, since closing it would reset everything still
-    /// in it. Only a force (the drain deadline, a second signal) or a broken
-    /// listener ends the wait early. Returns how many connections were taken and how
-    /// many were left in the backlog (`None`: uncounted), and leaves in `taken`
-    /// those the queue had no room for.
-    fn take_backlog(&mut self, taken: &mut VecDeque<Job>) -> (u64, Option<u64>) {
+    /// empty, handing each to the pool at once (a connection held here holds a
+    /// descriptor the next accept may need). When descriptors run out, what waits in
+    /// the backlog is taken as workers close connections: the listener stays open
+    /// meanwhile, since closing it would reset everything still in it. Only a force
+    /// (the drain deadline, a second signal) or a broken listener ends the wait
+    /// early. Returns how many connections were taken and how many were left in the
+    /// backlog (`None`: uncounted).
+    fn take_backlog(&mut self) -> (u64, Option<u64>) {
         let stats = Arc::clone(&self.state.stats);
         let mut backoff = Backoff::new();
         let mut starved = false;
         let mut accepted = 0;
         loop {
-            while let Some(job) = taken.pop_front() {
-                // Past the limit: nothing new is accepted, and these were waiting
-                // already. Counted before the send, so the worker's release follows it.
-                self.state.admitted.fetch_add(1, Ordering::SeqCst);
-                match self.jobs.try_send(job) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(job)) => {
-                        self.state.release();
-                        taken.push_front(job);
-                        break;
-                    }
-                    // No worker is left to serve it (they all exited after a force).
-                    Err(TrySendError::Disconnected(_job)) => {
-                        self.state.release();
-                        Stats::bump(&stats.forced);
-                    }
-                }
-            }
             if self.state.draining.is_forced() {
                 return (accepted, self.probe.waiting());
             }
@@ -370,11 +346,12 @@ impl Acceptor {
                 Accepted::One(job) => {
                     Stats::bump(&stats.accepted);
                     accepted += 1;
-                    // Given back only on a force, which the next pass notices.
-                    taken.push_back(
-                        self.with_handle(job, Until::Forced)
-                            .unwrap_or_else(|job| job),
-                    );
+                    // Given back without its handle only on a force: the worker that
+                    // takes it sees the force and counts it.
+                    let job = self
+                        .with_handle(job, Until::Forced)
+                        .unwrap_or_else(|job| job);
+                    self.hand_over_taken(job);
                     backoff.reset();
                 }
                 Accepted::Nothing => return (accepted, Some(0)),

@@ -1,4 +1,6 @@
 //! The server's options, and `start`, which binds and starts its threads.
+//!
+//! (Over 400 lines: a dozen options, each with the documentation of its default.)
 
 use std::error::Error;
 use std::fmt;
@@ -8,9 +10,11 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::handle::{DrainConfig, ServerHandle};
+use crossbeam_channel::{Receiver, Sender};
+
+use super::handle::{DrainConfig, ServerHandle, Threads};
 use super::handler::Handler;
-use super::pool::{self, Job};
+use super::pool::{Pool, PoolConfig, Workers};
 use super::report::Stats;
 use super::state::ServerState;
 use super::{accept, acceptor, backlog, busy, listener, registry};
@@ -21,6 +25,14 @@ use crate::threads::{Crew, TaskOutcome};
 /// enough for a client on a link that drops out for tens of seconds (TCP's own
 /// retransmission backs off that long) and for a reader that stops to think.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The default of [`ServerBuilder::worker_idle_timeout`], as long as tokio keeps an
+/// idle thread of its blocking pool: a burst of connections a few seconds apart
+/// reuses its threads, and a server that has gone quiet holds none.
+pub const DEFAULT_WORKER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The drain timeout of [`ServerHandle::join`] when the builder sets none.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options of a server; every setter documents its default.
 // Not `Clone`: it may own a listening socket, and a second copy of that descriptor
@@ -35,10 +47,12 @@ pub struct ServerBuilder {
     backlog: u32,
     tick: Duration,
     write_timeout: Duration,
-    drain_timeout: Duration,
+    /// `None`: the caller's deadline ([`ServerHandle::join_by`]) or the default.
+    drain_timeout: Option<Duration>,
     drain_delay: Duration,
     linger: Duration,
     stack_size: Option<usize>,
+    worker_idle_timeout: Duration,
     accept_poll: Duration,
     /// A listener handed in by the application (socket activation, an upgrade).
     listener: Option<TcpListener>,
@@ -53,10 +67,11 @@ impl Default for ServerBuilder {
             backlog: 1024,
             tick: Duration::from_secs(1),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
-            drain_timeout: Duration::from_secs(30),
+            drain_timeout: None,
             drain_delay: Duration::ZERO,
             linger: Duration::from_secs(1),
             stack_size: Some(256 * 1024),
+            worker_idle_timeout: DEFAULT_WORKER_IDLE_TIMEOUT,
             accept_poll: Duration::from_millis(10),
             listener: None,
         }
@@ -83,7 +98,11 @@ impl ServerBuilder {
         self
     }
 
-    /// Worker threads, each serving one connection at a time. Default 128.
+    /// Most worker threads, each serving one connection at a time. They are started
+    /// as connections need them — a connection that finds no worker idle starts one,
+    /// up to this many — and end after [`ServerBuilder::worker_idle_timeout`] without
+    /// a connection, so the limit itself costs nothing: a fresh server holds no
+    /// worker. Default 128.
     pub fn workers(mut self, workers: usize) -> Self {
         self.workers = workers.max(1);
         self
@@ -127,9 +146,13 @@ impl ServerBuilder {
     }
 
     /// How long draining may take, counted from the trigger (and including the drain
-    /// delay) before what is left is force-closed. Default 30 s.
+    /// delay) before what is left is force-closed. Default: the deadline of whoever
+    /// joins the server — [`Lifecycle::serve`](crate::Lifecycle::serve) gives it the
+    /// lifecycle's drain deadline, [`ServerHandle::join_by`] the one it is given —
+    /// or [`DEFAULT_DRAIN_TIMEOUT`] (30 s) for [`ServerHandle::join`]. When both
+    /// are set, the earlier deadline wins.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
-        self.drain_timeout = timeout;
+        self.drain_timeout = Some(timeout);
         self
     }
 
@@ -153,6 +176,16 @@ impl ServerBuilder {
     /// large buffers on the stack need more.
     pub fn stack_size(mut self, bytes: Option<usize>) -> Self {
         self.stack_size = bytes;
+        self
+    }
+
+    /// How long a worker thread with no connection to serve waits for one before it
+    /// ends; the next connection that finds no worker idle starts a new one (tens of
+    /// microseconds). Shorter gives memory back sooner after a peak and makes the
+    /// shutdown of a server that has gone quiet cheaper; longer keeps threads for
+    /// bursts further apart. Default [`DEFAULT_WORKER_IDLE_TIMEOUT`] (10 s).
+    pub fn worker_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.worker_idle_timeout = timeout.max(Duration::from_millis(1));
         self
     }
 
@@ -197,9 +230,6 @@ impl ServerBuilder {
             addr: self.addr,
             source,
         })?;
-        let busy_reply = handler.busy_reply().to_vec();
-        let grace = handler.keepalive_grace();
-        let stats = Arc::new(Stats::default());
         // Two tokens, because "the application is shutting down" and "this server's
         // connections are draining" are different moments with different forces:
         // - `app` (the caller's `shutdown`) is the application's: signals, a failing
@@ -217,75 +247,17 @@ impl ServerBuilder {
         // One pending ring is enough: the acceptor only needs to know that
         // something closed since it last looked.
         let (freed_tx, freed_rx) = crossbeam_channel::bounded(1);
-        let state = Arc::new(ServerState {
-            handler: Arc::new(handler),
-            stats: Arc::clone(&stats),
-            serving: AtomicUsize::new(0),
-            admitted: AtomicUsize::new(0),
-            spin_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            registry: registry::Registry::new(self.workers, grace),
-            tick: self.tick,
-            write_timeout: self.write_timeout,
-            linger: self.linger,
-            draining: draining.clone(),
-            app: shutdown.clone(),
-            freed: freed_tx.clone(),
-        });
-        // Unbounded: the limit is `ServerState::admitted`, so nothing is allocated in
-        // proportion to `queue`.
-        let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
-        let (refused_tx, refused_rx) = crossbeam_channel::bounded(4096);
-
-        let mut crew = Crew::new();
-        let spawn_error = |name: &str, source| StartError::Spawn {
-            thread: name.to_string(),
-            source,
-        };
-        // If anything below fails, the token is triggered so already started threads
-        // wind down instead of serving a half-built server.
-        let fail = |err: StartError| {
-            draining.force();
-            err
-        };
-        for id in 0..self.workers {
-            let name = format!("lameduck-worker-{id}");
-            let jobs = jobs_rx.clone();
-            let state = Arc::clone(&state);
-            spawn_thread(&mut crew, name.clone(), self.stack_size, move || {
-                pool::work(id, jobs, state)
-            })
-            .map_err(|err| fail(spawn_error(&name, err)))?;
-        }
-        let linger = self.linger;
-        spawn_thread(
-            &mut crew,
-            "lameduck-refuser".into(),
-            self.stack_size,
-            move || busy::refuse(refused_rx, busy_reply, linger, freed_tx),
-        )
-        .map_err(|err| fail(spawn_error("lameduck-refuser", err)))?;
-        let probe = backlog::BacklogProbe::new(&listener);
+        let state = self.state(handler, shutdown, &draining, freed_tx);
         let listener = Arc::new(listener);
         let listening = Arc::downgrade(&listener);
-        let acceptor = acceptor::Acceptor {
-            listener,
-            jobs: jobs_tx,
-            refused: refused_tx,
-            state: Arc::clone(&state),
-            capacity: self.workers.saturating_add(self.queue),
-            drain_delay: self.drain_delay,
-            max_poll: self.accept_poll,
-            freed: freed_rx,
-            probe,
-            failures: accept::FailureLog::default(),
-            held: None,
-        };
-        spawn_thread(&mut crew, "lameduck-acceptor".into(), None, move || {
-            acceptor.run()
-        })
-        .map_err(|err| fail(spawn_error("lameduck-acceptor", err)))?;
+        let (crew, workers) = self
+            .start_threads(listener, &state, freed_rx)
+            // Already started threads wind down instead of serving a half-built server.
+            .inspect_err(|_| {
+                draining.force();
+            })?;
         log::info!(
-            "serving on {local_addr} with {} workers, queue {}, tick {:?}",
+            "serving on {local_addr} with up to {} workers, queue {}, tick {:?}",
             self.workers,
             self.queue,
             self.tick
@@ -294,17 +266,94 @@ impl ServerBuilder {
             local_addr,
             listening,
             shutdown: shutdown.clone(),
-            draining,
-            crew,
-            leftover: jobs_rx,
+            threads: Threads {
+                server: crew,
+                workers,
+            },
+            stats: Arc::clone(&state.stats),
             state,
-            stats,
             config: DrainConfig {
                 drain_timeout: self.drain_timeout,
                 linger: self.linger,
                 tick: self.tick,
             },
         })
+    }
+
+    /// What every thread of the server shares.
+    fn state<H: Handler>(
+        &self,
+        handler: H,
+        app: &Shutdown,
+        draining: &Shutdown,
+        freed: Sender<()>,
+    ) -> Arc<ServerState> {
+        let grace = handler.keepalive_grace();
+        Arc::new(ServerState {
+            handler: Arc::new(handler),
+            stats: Arc::new(Stats::default()),
+            serving: AtomicUsize::new(0),
+            admitted: AtomicUsize::new(0),
+            spin_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            registry: registry::Registry::new(grace),
+            tick: self.tick,
+            write_timeout: self.write_timeout,
+            linger: self.linger,
+            draining: draining.clone(),
+            app: app.clone(),
+            freed,
+        })
+    }
+
+    /// Starts the refuser and the acceptor, which owns the pool (its workers start
+    /// as connections come). Returns the server's own threads and the pool's.
+    fn start_threads(
+        &self,
+        listener: Arc<TcpListener>,
+        state: &Arc<ServerState>,
+        freed: Receiver<()>,
+    ) -> Result<(Crew, Workers), StartError> {
+        let mut crew = Crew::new();
+        let spawn_error = |name: &str, source| StartError::Spawn {
+            thread: name.to_string(),
+            source,
+        };
+        let (refused_tx, refused_rx) = crossbeam_channel::bounded(4096);
+        let busy_reply = state.handler.busy_reply().to_vec();
+        let (linger, bell) = (self.linger, state.freed.clone());
+        spawn_thread(
+            &mut crew,
+            "lameduck-refuser".into(),
+            self.stack_size,
+            move || busy::refuse(refused_rx, busy_reply, linger, bell),
+        )
+        .map_err(|err| spawn_error("lameduck-refuser", err))?;
+        let (pool, workers) = Pool::new(
+            Arc::clone(state),
+            PoolConfig {
+                limit: self.workers,
+                stack_size: self.stack_size,
+                idle_timeout: self.worker_idle_timeout,
+            },
+        );
+        let acceptor = acceptor::Acceptor {
+            probe: backlog::BacklogProbe::new(&listener),
+            listener,
+            pool,
+            refused: refused_tx,
+            state: Arc::clone(state),
+            capacity: self.workers.saturating_add(self.queue),
+            drain_delay: self.drain_delay,
+            max_poll: self.accept_poll,
+            freed,
+            failures: accept::FailureLog::default(),
+            held: None,
+        };
+        spawn_thread(&mut crew, "lameduck-acceptor".into(), None, move || {
+            acceptor.run()
+        })
+        .map_err(|err| spawn_error("lameduck-acceptor", err))?;
+        Ok((crew, workers))
     }
 }
 

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::pool::Job;
+use super::builder::DEFAULT_DRAIN_TIMEOUT;
+use super::pool::Workers;
 use super::report::{ServerReport, Stats};
 use super::state::ServerState;
 use crate::shutdown::{Outcome, Reason, Shutdown};
@@ -17,9 +18,54 @@ use crate::threads::{deadline_after, Crew, JoinEnd};
 /// The options the drain reads, copied from the builder when the server starts.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct DrainConfig {
-    pub(super) drain_timeout: Duration,
+    /// The builder's own limit, if it set one.
+    pub(super) drain_timeout: Option<Duration>,
     pub(super) linger: Duration,
     pub(super) tick: Duration,
+}
+
+impl DrainConfig {
+    /// The drain deadline of a drain that began at `started`: the builder's timeout
+    /// or the caller's deadline, whichever comes first, or the default timeout.
+    fn deadline(&self, started: Instant, caller: Option<Instant>) -> Instant {
+        let own = self
+            .drain_timeout
+            .map(|timeout| deadline_after(started, timeout));
+        match (own, caller) {
+            (Some(own), Some(caller)) => own.min(caller),
+            (own, caller) => own
+                .or(caller)
+                .unwrap_or_else(|| deadline_after(started, DEFAULT_DRAIN_TIMEOUT)),
+        }
+    }
+}
+
+/// Every thread of a server: its own (the acceptor, the refuser), and the pool's
+/// workers, which the pool hands over as the acceptor ends.
+#[derive(Debug)]
+pub(super) struct Threads {
+    pub(super) server: Crew,
+    pub(super) workers: Workers,
+}
+
+impl Threads {
+    /// Waits for every thread until `deadline` or `abort`.
+    fn join_until(&mut self, deadline: Instant, abort: &Receiver<()>) -> JoinEnd {
+        match self.server.join_until(deadline, abort) {
+            JoinEnd::AllExited => self.workers.join_until(deadline, abort),
+            end => end,
+        }
+    }
+
+    fn last_exit(&self) -> Option<Instant> {
+        self.server.last_exit().max(self.workers.last_exit())
+    }
+
+    fn detach(self) -> Vec<String> {
+        let mut detached = self.server.detach();
+        detached.extend(self.workers.detach());
+        detached
+    }
 }
 
 /// A running server. Call [`ServerHandle::join`] to wait for its shutdown; dropping
@@ -32,10 +78,7 @@ pub struct ServerHandle {
     /// while it accepts, without keeping it open once the acceptor closes it.
     pub(super) listening: Weak<TcpListener>,
     pub(super) shutdown: Shutdown,
-    pub(super) draining: Shutdown,
-    pub(super) crew: Crew,
-    /// A receiver of the queue, to close whatever is still queued after a force.
-    pub(super) leftover: Receiver<Job>,
+    pub(super) threads: Threads,
     pub(super) state: Arc<ServerState>,
     pub(super) stats: Arc<Stats>,
     pub(super) config: DrainConfig,
@@ -101,26 +144,40 @@ impl ServerHandle {
     /// deadline, and reports. Past the deadline, or on a force (second signal),
     /// connections are force-closed, threads get a short grace, and the ones still
     /// running are detached and named in the log.
+    ///
+    /// The deadline is the trigger plus [`ServerBuilder::drain_timeout`], or
+    /// [`DEFAULT_DRAIN_TIMEOUT`] if the builder set none.
+    ///
+    /// [`ServerBuilder::drain_timeout`]: super::ServerBuilder::drain_timeout
     pub fn join(self) -> ServerReport {
+        self.join_inner(None)
+    }
+
+    /// [`ServerHandle::join`] against `deadline`, or against the builder's own
+    /// [drain timeout](super::ServerBuilder::drain_timeout) if that ends first.
+    /// [`Lifecycle::serve`](crate::Lifecycle::serve) joins the server this way with
+    /// the lifecycle's drain deadline, so the cleanup reserve stays the cleanup's.
+    pub fn join_by(self, deadline: Instant) -> ServerReport {
+        self.join_inner(Some(deadline))
+    }
+
+    fn join_inner(self, caller: Option<Instant>) -> ServerReport {
         self.shutdown.wait();
         let started = self.shutdown.triggered_at().unwrap_or_else(Instant::now);
         log::info!("draining: finishing requests in flight, then saying goodbye");
         // The readiness delay is part of the drain's time, not added to it: the
         // drain timeout is what the operator's budget allows.
-        let deadline = deadline_after(started, self.config.drain_timeout);
+        let deadline = self.config.deadline(started, caller);
         let ServerHandle {
             shutdown,
-            draining,
-            mut crew,
-            leftover,
+            mut threads,
             state,
             stats,
             config,
             ..
         } = self;
-
         let end = drain(
-            &mut crew,
+            &mut threads,
             &state,
             config.linger,
             deadline,
@@ -131,7 +188,7 @@ impl ServerHandle {
             JoinEnd::DeadlinePassed => {
                 log::warn!(
                     "drain deadline of {:?} passed: force-closing",
-                    config.drain_timeout
+                    deadline.saturating_duration_since(started)
                 );
                 Outcome::Deadline
             }
@@ -140,23 +197,14 @@ impl ServerHandle {
                 Outcome::Forced
             }
         };
-        if outcome != Outcome::Clean {
-            draining.force();
-            state.registry.force_close();
-            // Every registered socket was just shut down, so blocked reads and writes
-            // return now; the grace covers a worker caught between two calls (up to
-            // a tick) plus scheduling noise.
-            let grace = config.tick.max(Duration::from_millis(100)) * 2;
-            let never = crossbeam_channel::never();
-            crew.join_until(Instant::now() + grace, &never);
-            for _never_served in leftover.try_iter() {
-                Stats::bump(&stats.forced);
-            }
-        }
-        let drain = crew
-            .last_exit()
-            .unwrap_or_else(Instant::now)
-            .saturating_duration_since(started);
+        let forced_at = (outcome != Outcome::Clean).then(|| force(&mut threads, &state, config));
+        // The last connection closed when the last thread ended or, if some were
+        // forced, no earlier than the force that closed them.
+        let closed = match (threads.last_exit(), forced_at) {
+            (Some(exit), Some(forced)) => exit.max(forced),
+            (exit, forced) => exit.or(forced).unwrap_or_else(Instant::now),
+        };
+        let drain = closed.saturating_duration_since(started);
         // Threads can all end just as a second signal lands (a handler that watches
         // the force itself): the outcome still says the drain was cut short.
         let outcome = if shutdown.is_forced() {
@@ -164,41 +212,70 @@ impl ServerHandle {
         } else {
             outcome
         };
-        let backlog_left = if stats.backlog_uncounted.load(Ordering::Relaxed) {
-            None
-        } else {
-            Some(stats.backlog_left.load(Ordering::Relaxed))
-        };
-        // Clients left in the backlog were reset, not drained, even if the acceptor
-        // gave up for a reason of its own (a broken listener) before any deadline.
-        let outcome = if backlog_left == Some(0) {
-            outcome
-        } else {
-            outcome.worst(Outcome::Deadline)
-        };
-        let detached = crew.detach();
-        for name in &detached {
-            log::warn!("thread {name} did not stop in time; detached");
-        }
-        let report = ServerReport {
-            reason: shutdown.reason().unwrap_or(Reason::Trigger),
-            outcome,
-            accepted: stats.accepted.load(Ordering::Relaxed),
-            drained: stats.drained.load(Ordering::Relaxed),
-            forced: stats.forced.load(Ordering::Relaxed),
-            refused_busy: stats.refused_busy.load(Ordering::Relaxed),
-            panics: stats.panics.load(Ordering::Relaxed),
-            write_timeouts: stats.write_timeouts.load(Ordering::Relaxed),
-            backlog_left,
-            detached,
-            drain,
-        };
+        let report = report(&shutdown, outcome, &stats, threads.detach(), drain);
         log::info!("server stopped: {report}");
         report
     }
 }
 
-/// Waits for the crew while carrying out the drain's timed steps, against
+/// The force, once the deadline has passed or a second signal came: every connection
+/// is shut down, the threads get a short grace to notice, and what the server gives
+/// up on — connections still queued, and those still held by a worker that did not
+/// end, its handler stuck somewhere the force cannot reach — is counted as forced.
+/// Returns when the connections were force-closed.
+fn force(threads: &mut Threads, state: &ServerState, config: DrainConfig) -> Instant {
+    state.draining.force();
+    state.registry.force_close();
+    let forced_at = Instant::now();
+    // Every registered socket was just shut down, so blocked reads and writes
+    // return now; the grace covers a worker caught between two calls (up to a tick)
+    // plus scheduling noise.
+    let grace = config.tick.max(Duration::from_millis(100)) * 2;
+    threads.join_until(Instant::now() + grace, &crossbeam_channel::never());
+    let given_up = threads.workers.close_queued() + state.registry.claim_held();
+    state.stats.forced.fetch_add(given_up, Ordering::Relaxed);
+    forced_at
+}
+
+/// The report, from the counts and what the drain found.
+fn report(
+    shutdown: &Shutdown,
+    outcome: Outcome,
+    stats: &Stats,
+    detached: Vec<String>,
+    drain: Duration,
+) -> ServerReport {
+    let backlog_left = if stats.backlog_uncounted.load(Ordering::Relaxed) {
+        None
+    } else {
+        Some(stats.backlog_left.load(Ordering::Relaxed))
+    };
+    // Clients left in the backlog were reset, not drained, even if the acceptor
+    // gave up for a reason of its own (a broken listener) before any deadline.
+    let outcome = if backlog_left == Some(0) {
+        outcome
+    } else {
+        outcome.worst(Outcome::Deadline)
+    };
+    for name in &detached {
+        log::warn!("thread {name} did not stop in time; detached");
+    }
+    ServerReport {
+        reason: shutdown.reason().unwrap_or(Reason::Trigger),
+        outcome,
+        accepted: stats.accepted.load(Ordering::Relaxed),
+        drained: stats.drained.load(Ordering::Relaxed),
+        forced: stats.forced.load(Ordering::Relaxed),
+        refused_busy: stats.refused_busy.load(Ordering::Relaxed),
+        panics: stats.panics.load(Ordering::Relaxed),
+        write_timeouts: stats.write_timeouts.load(Ordering::Relaxed),
+        backlog_left,
+        detached,
+        drain,
+    }
+}
+
+/// Waits for the threads while carrying out the drain's timed steps, against
 /// `deadline`: idle connections left alone for their keep-alive grace are dismissed
 /// the moment it ends, and the linger of each dismissed connection is released
 /// `linger` after its own dismissal. Between passes it waits on the crew (which
@@ -211,7 +288,7 @@ impl ServerHandle {
 /// looks for lingers to time, every connection due a dismissal has one, whichever
 /// thread got to it first.
 fn drain(
-    crew: &mut Crew,
+    threads: &mut Threads,
     state: &ServerState,
     linger: Duration,
     deadline: Instant,
@@ -225,7 +302,7 @@ fn drain(
         recv(draining) -> _ => {}
         recv(forced) -> _ => {}
         default(deadline.saturating_duration_since(Instant::now())) => {
-            return crew.join_until(deadline, forced);
+            return threads.join_until(deadline, forced);
         }
     }
     let goodbye = state.handler.goodbye();
@@ -244,7 +321,7 @@ fn drain(
         if let Some(next) = state.registry.release_dismissed(now, linger) {
             wake = wake.min(next);
         }
-        let end = crew.join_until(wake, forced);
+        let end = threads.join_until(wake, forced);
         if end != JoinEnd::DeadlinePassed || Instant::now() >= deadline {
             return end;
         }

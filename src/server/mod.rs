@@ -1,14 +1,17 @@
 //! The server: a builder for its options, and a handle that drives its shutdown.
 //!
 //! [`ServerBuilder::start`] (in `builder`) binds the listener, or takes the
-//! application's, and starts three kinds of named thread: `lameduck-acceptor` (polls
-//! the listener, see `acceptor`), `lameduck-worker-N` (the fixed pool, see `pool`)
-//! and `lameduck-refuser` (turns clients away when everything is full, see `busy`).
-//! They share one `ServerState` (see `state`). A protocol plugs in as a
-//! [`Handler`], which the pool calls with one [`Connection`] at a time.
-//! [`ServerHandle::join`] (in `handle`) carries out the drain. The parts a program
-//! with its own accept loop can use on plain streams are public: [`take_backlog`]
-//! (in `accept`), [`close_gracefully`] (in `close`), [`Connection::from_stream`].
+//! application's, and starts two named threads: `lameduck-acceptor` (polls the
+//! listener, see `acceptor`) and `lameduck-refuser` (turns clients away when
+//! everything is full, see `busy`). The acceptor owns the pool (see `pool`), whose
+//! `lameduck-worker-N` threads start as connections need them, up to
+//! [`ServerBuilder::workers`], and end when they have been idle for a while. They all
+//! share one `ServerState` (see `state`). A protocol plugs in as a [`Handler`], which
+//! a worker calls with one [`Connection`] at a time (see `serve`).
+//! [`ServerHandle::join`] (in `handle`) carries out the drain.
+//! The parts a program with its own accept loop can use on plain streams are
+//! public: [`take_backlog`] (in `accept`), [`close_gracefully`] (in `close`),
+//! [`Connection::from_stream`].
 //!
 //! # The drain, from signal to report
 //!
@@ -16,7 +19,8 @@
 //!    [`Shutdown::trigger`](crate::shutdown::Shutdown::trigger) or a failing task
 //!    triggers the application's token. [`ServerHandle::join`], blocked on it until
 //!    now, starts the clock: the drain deadline is the trigger plus
-//!    [`ServerBuilder::drain_timeout`].
+//!    [`ServerBuilder::drain_timeout`], or the earlier deadline of whoever joins
+//!    ([`ServerHandle::join_by`]; a [`Lifecycle`](crate::Lifecycle) gives its own).
 //! 2. **Readiness off.** For the [drain delay](ServerBuilder::drain_delay) the
 //!    acceptor goes on accepting and the workers serve as usual, while health checks
 //!    say "not ready" and load balancers stop sending (skipped on a force, and after
@@ -25,7 +29,8 @@
 //!    from here on every connection is draining (the two tokens are explained in
 //!    `builder`, where they are made) — takes what waits in the kernel's
 //!    backlog (closing the listener would reset those clients), closes the listener
-//!    and hands what it took to the pool, then ends, which closes the queue.
+//!    and hands what it took to the pool, then ends, which drops the pool: its queue
+//!    is closed and its workers are handed to the join.
 //! 4. **Idle connections dismissed.** Connections waiting between requests are sent
 //!    the handler's [goodbye](Handler::goodbye) and their write side is shut — at
 //!    once, or when their [keep-alive grace](Handler::keepalive_grace) since their
@@ -36,12 +41,15 @@
 //!    it, sees [`Connection::is_draining`], writes its goodbye and returns; the server
 //!    then closes gracefully (FIN, then up to the [linger](ServerBuilder::linger) for
 //!    the client to close its side) and counts the connection as drained. Workers
-//!    serve what is still queued the same way and end when the queue is empty.
+//!    serve what is still queued the same way and end when the queue is empty;
+//!    idle ones end at once.
 //! 6. **Deadline: force.** If the deadline passes, or a second signal forces the
 //!    application's token, the server forces `draining`: every registered socket is
 //!    shut down both ways, waking any worker blocked on it. Connections in flight or
-//!    still queued are counted as forced; clients the acceptor had no time to take
-//!    from the backlog are reset when it closes, and counted as `backlog_left`.
+//!    still queued are counted as forced — so is one whose handler is stuck where the
+//!    force cannot reach (its client is closed all the same); clients the acceptor
+//!    had no time to take from the backlog are reset when it closes, and counted as
+//!    `backlog_left`.
 //! 7. **Joins.** Every thread is joined against the deadline (plus a short grace
 //!    after a force); a thread still running is named in the log and detached, never
 //!    waited for forever.
@@ -62,10 +70,14 @@ mod listener;
 mod pool;
 mod registry;
 mod report;
+mod serve;
 mod state;
 
 pub use accept::take_backlog;
-pub use builder::{ServerBuilder, StartError, DEFAULT_WRITE_TIMEOUT};
+pub use builder::{
+    ServerBuilder, StartError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_WORKER_IDLE_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT,
+};
 pub use close::close_gracefully;
 pub use connection::{Connection, Received};
 pub use forced::Forced;

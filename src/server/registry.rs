@@ -1,6 +1,9 @@
 //! Which worker holds which connection, and whether it is waiting between requests —
 //! so draining can reach idle connections at once instead of a tick later.
 //!
+//! Each worker takes a [`Seat`] here for its life and gives it back when its thread
+//! ends, so the registry holds the workers alive, not `--workers` of them.
+//!
 //! A worker blocked in `read` on a quiet client cannot be woken without touching the
 //! socket, and waking every idle worker once per tick to look at the shutdown flag is
 //! what makes an idle thread pool burn CPU. Instead, each worker publishes its
@@ -26,19 +29,23 @@
 //! re-dismissals end within one grace. Each dismissal is stamped, so the linger of a
 //! connection dismissed late is counted from its own dismissal
 //! ([`Registry::release_dismissed`]).
+//!
+//! (Over 400 lines: half of it is the tests, one per timing the drain relies on.)
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::{Shutdown as Direction, TcpStream};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 /// How long a dismissal may wait to write a goodbye into a socket whose send buffer
 /// is full (a client that does not read); past it the worker says goodbye itself.
 const DISMISS_WRITE_TIMEOUT: Duration = Duration::from_millis(1);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum State {
     /// No connection, or the worker is in the middle of a request.
+    #[default]
     Busy,
     /// The worker is blocked waiting for the next request.
     Idle,
@@ -46,7 +53,7 @@ pub(crate) enum State {
     Dismissed,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Slot {
     stream: Option<TcpStream>,
     state: State,
@@ -55,25 +62,50 @@ struct Slot {
     replied_at: Option<Instant>,
     /// When it was dismissed, until its linger is released.
     dismissed_at: Option<Instant>,
+    /// The worker holds a connection whose end it has not counted yet
+    /// ([`Seat::hold`] to [`Seat::finish`]); it outlives the stream's registration.
+    holding: bool,
+    /// The server gave up on that connection and counted it as forced
+    /// ([`Registry::claim_held`]): the worker must not count it again.
+    claimed: bool,
 }
 
 impl Slot {
-    fn empty() -> Slot {
-        Slot {
-            stream: None,
-            state: State::Busy,
-            replied_at: None,
-            dismissed_at: None,
-        }
+    /// Forgets the connection's stream and idle state, keeping who counts its end.
+    fn clear(&mut self) {
+        *self = Slot {
+            holding: self.holding,
+            claimed: self.claimed,
+            ..Slot::default()
+        };
     }
 }
 
-/// One slot per worker.
+/// The seats of the workers alive.
 #[derive(Debug)]
 pub(crate) struct Registry {
-    slots: Vec<Mutex<Slot>>,
+    /// Only locked to take or give back a seat and to list them: each pass works on
+    /// a copy of the list, so a pass that writes goodbyes never holds up a worker
+    /// starting or ending.
+    seats: Mutex<Seats>,
     /// The handler's keep-alive grace.
     grace: Duration,
+}
+
+/// The seats taken, by number: given back one by one in constant time, since a
+/// pool closing with a thousand idle workers gives back a thousand at once.
+#[derive(Debug, Default)]
+struct Seats {
+    next: u64,
+    taken: HashMap<u64, Arc<Mutex<Slot>>>,
+}
+
+/// A worker's place in the registry, from its start to its end.
+#[derive(Debug)]
+pub(crate) struct Seat<'a> {
+    registry: &'a Registry,
+    number: u64,
+    slot: Arc<Mutex<Slot>>,
 }
 
 /// What one pass of [`Registry::dismiss_idle`] did.
@@ -92,9 +124,9 @@ pub(crate) struct SlotGuard<'a> {
     slot: &'a Mutex<Slot>,
 }
 
-fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
-    // A panic while holding the lock leaves the slot's fields valid: carry on.
-    slot.lock().unwrap_or_else(PoisonError::into_inner)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves the fields valid: carry on.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
@@ -102,22 +134,48 @@ fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
 }
 
 impl Registry {
-    /// Slots for `workers` workers; idle connections that replied less than `grace`
-    /// ago are left alone by dismissals until the grace has passed.
-    pub(crate) fn new(workers: usize, grace: Duration) -> Registry {
+    /// An empty registry; idle connections that replied less than `grace` ago are
+    /// left alone by dismissals until the grace has passed.
+    pub(crate) fn new(grace: Duration) -> Registry {
         Registry {
-            slots: (0..workers).map(|_| Mutex::new(Slot::empty())).collect(),
+            seats: Mutex::new(Seats::default()),
             grace,
         }
     }
 
-    /// Publishes `stream` (a clone of the worker's) in worker `index`'s slot.
-    pub(crate) fn attach(&self, index: usize, stream: TcpStream) -> Option<SlotGuard<'_>> {
-        let slot = self.slots.get(index)?;
-        let mut guard = lock(slot);
-        *guard = Slot::empty();
-        guard.stream = Some(stream);
-        Some(SlotGuard { slot })
+    /// A seat for a worker starting, given back when the seat is dropped.
+    pub(crate) fn seat(&self) -> Seat<'_> {
+        let slot = Arc::new(Mutex::new(Slot::default()));
+        let mut seats = lock(&self.seats);
+        let number = seats.next;
+        seats.next += 1;
+        seats.taken.insert(number, Arc::clone(&slot));
+        Seat {
+            registry: self,
+            number,
+            slot,
+        }
+    }
+
+    /// The seats taken now.
+    fn slots(&self) -> Vec<Arc<Mutex<Slot>>> {
+        lock(&self.seats).taken.values().cloned().collect()
+    }
+
+    /// Counts as forced every connection a worker still holds and has not counted,
+    /// and keeps the worker from counting it when (if) it ends: the server is giving
+    /// up on those workers (a handler stuck past the drain deadline), and its report
+    /// must say what became of their clients, who were force-closed.
+    pub(crate) fn claim_held(&self) -> u64 {
+        let mut claimed = 0;
+        for slot in self.slots() {
+            let mut guard = lock(&slot);
+            if guard.holding && !guard.claimed {
+                guard.claimed = true;
+                claimed += 1;
+            }
+        }
+        claimed
     }
 
     /// Says goodbye to every connection whose worker waits between requests, except
@@ -126,8 +184,8 @@ impl Registry {
     /// notices draining itself, never neither. Calling it again is harmless.
     pub(crate) fn dismiss_idle(&self, goodbye: &[u8], now: Instant) -> Dismissal {
         let mut pass = Dismissal::default();
-        for slot in &self.slots {
-            let mut guard = lock(slot);
+        for slot in self.slots() {
+            let mut guard = lock(&slot);
             if guard.state != State::Idle {
                 continue;
             }
@@ -163,8 +221,8 @@ impl Registry {
     /// with EOF. Returns when the next linger still running ends, to pass again then.
     pub(crate) fn release_dismissed(&self, now: Instant, linger: Duration) -> Option<Instant> {
         let mut next = None;
-        for slot in &self.slots {
-            let mut guard = lock(slot);
+        for slot in self.slots() {
+            let mut guard = lock(&slot);
             if guard.state != State::Dismissed {
                 continue;
             }
@@ -184,8 +242,8 @@ impl Registry {
     /// Shuts down every registered socket both ways: blocked reads return EOF,
     /// blocked writes fail, and every worker sees the force at once.
     pub(crate) fn force_close(&self) {
-        for slot in &self.slots {
-            if let Some(stream) = lock(slot).stream.as_ref() {
+        for slot in self.slots() {
+            if let Some(stream) = lock(&slot).stream.as_ref() {
                 let _ = stream.shutdown(Direction::Both);
             }
         }
@@ -242,6 +300,43 @@ fn say_goodbye(stream: &TcpStream, goodbye: &[u8]) -> io::Result<()> {
     stream.shutdown(Direction::Write)
 }
 
+impl Seat<'_> {
+    /// The worker has taken a connection: its end is the worker's to count, unless
+    /// the server claims it first.
+    pub(crate) fn hold(&self) {
+        let mut guard = lock(&self.slot);
+        guard.holding = true;
+        guard.claimed = false;
+    }
+
+    /// Publishes `stream` (a clone of the worker's connection) for dismissal and
+    /// force-close, until the guard is dropped.
+    pub(crate) fn attach(&self, stream: TcpStream) -> SlotGuard<'_> {
+        let mut guard = lock(&self.slot);
+        guard.clear();
+        guard.stream = Some(stream);
+        SlotGuard { slot: &self.slot }
+    }
+
+    /// The connection taken with [`Seat::hold`] has ended: `count` its end, under the
+    /// seat's lock so that it is counted exactly once, by the worker here or by
+    /// [`Registry::claim_held`] before it.
+    pub(crate) fn finish(&self, count: impl FnOnce()) {
+        let mut guard = lock(&self.slot);
+        if guard.holding && !guard.claimed {
+            count();
+        }
+        guard.holding = false;
+        guard.claimed = false;
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        lock(&self.registry.seats).taken.remove(&self.number);
+    }
+}
+
 impl SlotGuard<'_> {
     /// Marks the worker idle before it blocks waiting for a request, unless draining
     /// has begun (then it must say goodbye itself) or it was dismissed already.
@@ -272,7 +367,7 @@ impl SlotGuard<'_> {
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        *lock(self.slot) = Slot::empty();
+        lock(self.slot).clear();
     }
 }
 
@@ -295,9 +390,10 @@ mod tests {
 
     #[test]
     fn an_idle_connection_is_told_goodbye_then_eof() {
-        let registry = Registry::new(1, Duration::ZERO);
+        let registry = Registry::new(Duration::ZERO);
         let (server, mut client) = pair();
-        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let seat = registry.seat();
+        let slot = seat.attach(server.try_clone().unwrap());
         // Without a grace, even a reply that has just gone out does not delay it.
         assert_eq!(slot.enter_idle(false, Some(Instant::now())), State::Idle);
         assert_eq!(
@@ -313,9 +409,10 @@ mod tests {
 
     #[test]
     fn a_busy_connection_is_left_to_its_worker() {
-        let registry = Registry::new(1, Duration::ZERO);
+        let registry = Registry::new(Duration::ZERO);
         let (server, _client) = pair();
-        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let seat = registry.seat();
+        let slot = seat.attach(server.try_clone().unwrap());
         assert_eq!(
             registry.dismiss_idle(b"bye\r\n", Instant::now()).dismissed,
             0
@@ -326,9 +423,10 @@ mod tests {
 
     #[test]
     fn a_request_already_in_the_buffer_is_not_talked_over() {
-        let registry = Registry::new(1, Duration::ZERO);
+        let registry = Registry::new(Duration::ZERO);
         let (server, mut client) = pair();
-        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let seat = registry.seat();
+        let slot = seat.attach(server.try_clone().unwrap());
         assert_eq!(slot.enter_idle(false, None), State::Idle);
         client.write_all(b"request\n").unwrap();
         // Wait until the bytes are in the server's receive buffer.
@@ -357,9 +455,10 @@ mod tests {
 
     #[test]
     fn force_close_wakes_a_blocked_read() {
-        let registry = Registry::new(1, Duration::ZERO);
+        let registry = Registry::new(Duration::ZERO);
         let (server, _client) = pair();
-        let _slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let seat = registry.seat();
+        let _slot = seat.attach(server.try_clone().unwrap());
         let (woke_tx, woke_rx) = crossbeam_channel::bounded(1);
         std::thread::spawn(move || {
             server.set_read_timeout(None).unwrap();
@@ -384,9 +483,10 @@ mod tests {
     #[test]
     fn a_connection_within_its_grace_is_dismissed_when_the_grace_ends() {
         let grace = Duration::from_millis(200);
-        let registry = Registry::new(1, grace);
+        let registry = Registry::new(grace);
         let (server, mut client) = pair();
-        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let seat = registry.seat();
+        let slot = seat.attach(server.try_clone().unwrap());
         let replied = Instant::now();
         assert_eq!(slot.enter_idle(false, Some(replied)), State::Idle);
 
@@ -412,9 +512,10 @@ mod tests {
     #[test]
     fn a_request_within_the_grace_leaves_the_connection_to_its_worker() {
         let grace = Duration::from_millis(200);
-        let registry = Registry::new(1, grace);
+        let registry = Registry::new(grace);
         let (server, client) = pair();
-        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let seat = registry.seat();
+        let slot = seat.attach(server.try_clone().unwrap());
         let replied = Instant::now();
         assert_eq!(slot.enter_idle(false, Some(replied)), State::Idle);
         assert_eq!(registry.dismiss_idle(b"", replied).dismissed, 0);
@@ -429,9 +530,10 @@ mod tests {
 
     #[test]
     fn a_connection_that_never_replied_gets_no_grace() {
-        let registry = Registry::new(1, Duration::from_secs(3600));
+        let registry = Registry::new(Duration::from_secs(3600));
         let (server, mut client) = pair();
-        let slot = registry.attach(0, server.try_clone().unwrap()).unwrap();
+        let seat = registry.seat();
+        let slot = seat.attach(server.try_clone().unwrap());
         assert_eq!(slot.enter_idle(false, None), State::Idle);
         let pass = registry.dismiss_idle(b"", Instant::now());
         assert_eq!(pass.dismissed, 1);
@@ -444,10 +546,12 @@ mod tests {
     #[test]
     fn the_next_pass_is_due_at_the_earliest_grace_end() {
         let grace = Duration::from_millis(100);
-        let registry = Registry::new(2, grace);
+        let registry = Registry::new(grace);
         let ((first, _c1), (second, _c2)) = (pair(), pair());
-        let first = registry.attach(0, first).unwrap();
-        let second = registry.attach(1, second).unwrap();
+        let first_seat = registry.seat();
+        let first = first_seat.attach(first);
+        let second_seat = registry.seat();
+        let second = second_seat.attach(second);
         let now = Instant::now();
         let later = now + Duration::from_millis(30);
         assert_eq!(first.enter_idle(false, Some(later)), State::Idle);
@@ -464,10 +568,12 @@ mod tests {
     #[test]
     fn each_linger_counts_from_its_own_dismissal() {
         let (grace, linger) = (Duration::from_millis(100), Duration::from_millis(300));
-        let registry = Registry::new(2, grace);
+        let registry = Registry::new(grace);
         let ((early, _c1), (late, _c2)) = (pair(), pair());
-        let early_slot = registry.attach(0, early.try_clone().unwrap()).unwrap();
-        let late_slot = registry.attach(1, late.try_clone().unwrap()).unwrap();
+        let early_seat = registry.seat();
+        let early_slot = early_seat.attach(early.try_clone().unwrap());
+        let late_seat = registry.seat();
+        let late_slot = late_seat.attach(late.try_clone().unwrap());
         let start = Instant::now();
         assert_eq!(early_slot.enter_idle(false, None), State::Idle);
         assert_eq!(late_slot.enter_idle(false, Some(start)), State::Idle);
@@ -496,17 +602,42 @@ mod tests {
     }
 
     #[test]
-    fn a_released_slot_is_empty() {
-        let registry = Registry::new(1, Duration::ZERO);
+    fn a_released_slot_is_empty_and_a_seat_given_back_is_gone() {
+        let registry = Registry::new(Duration::ZERO);
+        let seat = registry.seat();
         let (server, _client) = pair();
-        drop(registry.attach(0, server).unwrap());
+        let slot = seat.attach(server.try_clone().unwrap());
+        assert_eq!(slot.enter_idle(false, None), State::Idle);
+        drop(slot);
         assert_eq!(
             registry.dismiss_idle(b"bye\r\n", Instant::now()).dismissed,
             0
         );
+        assert_eq!(registry.slots().len(), 1);
+        drop(seat);
         assert!(
-            registry.attach(1, pair().0).is_none(),
-            "no slot 1 in a pool of 1"
+            registry.slots().is_empty(),
+            "the registry holds the workers alive"
+        );
+    }
+
+    #[test]
+    fn a_held_connection_is_counted_once_by_its_worker_or_by_the_claim() {
+        let registry = Registry::new(Duration::ZERO);
+        let seat = registry.seat();
+        let mut counted = 0;
+        seat.hold();
+        seat.finish(|| counted += 1);
+        assert_eq!(registry.claim_held(), 0, "ended and counted by its worker");
+        seat.hold();
+        // Claimed while the stream is registered or after: the hold is what counts.
+        drop(seat.attach(pair().0));
+        assert_eq!(registry.claim_held(), 1);
+        assert_eq!(registry.claim_held(), 0, "claimed once");
+        seat.finish(|| counted += 1);
+        assert_eq!(
+            counted, 1,
+            "the worker does not count what the claim counted"
         );
     }
 }

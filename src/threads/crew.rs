@@ -161,7 +161,7 @@ impl Crew {
         self.members.len()
     }
 
-    /// The names of the threads started, in start order.
+    /// The names of the threads started (except those forgotten), in start order.
     pub(crate) fn names(&self) -> Vec<&str> {
         self.members
             .values()
@@ -241,6 +241,15 @@ impl Crew {
     /// When the most recent thread exited.
     pub(crate) fn last_exit(&self) -> Option<Instant> {
         self.last_exit
+    }
+
+    /// Records, without waiting, the threads that have ended, and forgets them with
+    /// their outcomes: a crew whose threads come and go for the life of a server
+    /// (the pool's workers, which end when idle) stays as small as the threads
+    /// alive. What a forgotten thread's failure did was logged by its `on_failure`.
+    pub(crate) fn forget_ended(&mut self) {
+        // Cheap between the acceptor's polls: it touches only the members that ended.
+        self.take_ended();
     }
 
     /// Every thread with how it ended, in start order; the ones still running are
@@ -346,5 +355,35 @@ mod tests {
         let end = crew.join_until(Instant::now() + Duration::from_secs(30), &abort_rx);
         assert_eq!(end, JoinEnd::Aborted);
         drop(release_tx);
+    }
+
+    #[test]
+    fn forgetting_the_ended_keeps_only_the_threads_alive() {
+        let never = crossbeam_channel::never();
+        let mut crew = Crew::new();
+        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
+        crew.spawn("quick".into(), None, || Ok(()), quiet).unwrap();
+        crew.spawn(
+            "stuck".into(),
+            None,
+            move || {
+                let _ = release_rx.recv();
+                Ok(())
+            },
+            quiet,
+        )
+        .unwrap();
+        let soon = Instant::now() + Duration::from_millis(200);
+        assert_eq!(crew.join_until(soon, &never), JoinEnd::DeadlinePassed);
+        crew.forget_ended();
+        assert_eq!(crew.names(), ["stuck"]);
+        drop(release_tx);
+        let soon = Instant::now() + Duration::from_secs(5);
+        assert_eq!(crew.join_until(soon, &never), JoinEnd::AllExited);
+        crew.forget_ended();
+        assert_eq!(crew.len(), 0);
+        crew.spawn("next".into(), None, || Ok(()), quiet).unwrap();
+        assert_eq!(crew.join_until(soon, &never), JoinEnd::AllExited);
+        assert!(matches!(crew.finish()[..], [(ref name, TaskOutcome::Finished)] if name == "next"));
     }
 }

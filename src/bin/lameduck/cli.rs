@@ -138,8 +138,9 @@ pub struct ServerArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub addr: SocketAddr,
 
-    /// Worker threads, each serving one connection at a time.
-    /// [range: 1..=10000; each is a thread]
+    /// Most worker threads, each serving one connection at a time. Threads start as
+    /// connections need them and end after 10 s without one, so the limit itself
+    /// costs nothing. [range: 1..=10000; each busy worker is a thread]
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..=MAX_WORKERS))]
     pub workers: u32,
 

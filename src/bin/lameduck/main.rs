@@ -62,7 +62,9 @@ fn one_line(err: &dyn Error) -> String {
     text
 }
 
-fn builder(args: &ServerArgs, life: &Lifecycle, listener: TcpListener) -> ServerBuilder {
+/// The server's options from the command line. Its drain deadline is the
+/// lifecycle's: `Lifecycle::serve` holds the server to it.
+fn builder(args: &ServerArgs, listener: TcpListener) -> ServerBuilder {
     lameduck::Server::builder()
         .listener(listener)
         .workers(args.workers as usize)
@@ -70,7 +72,6 @@ fn builder(args: &ServerArgs, life: &Lifecycle, listener: TcpListener) -> Server
         .backlog(args.backlog)
         .tick(args.tick)
         .write_timeout(args.write_timeout)
-        .drain_timeout(life.drain_timeout())
         .drain_delay(args.drain_delay)
         .linger(args.linger)
         .accept_poll(args.accept_poll)
@@ -96,7 +97,7 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
         .with_budget(budget)
         .with_cleanup_reserve(cleanup);
     let listener = deploy.listen(server_args.addr, server_args.backlog)?;
-    let server = start(&cli.command, &life, listener, &shutdown)?;
+    let server = start(&cli.command, listener, &shutdown)?;
     if let Err(err) = server.announce() {
         // Whoever was to read stdout has gone (a closed pipe); the clients have not.
         // Serving on is the useful answer: a signal still stops the server.
@@ -126,7 +127,6 @@ fn run(cli: Cli) -> Result<u8, Box<dyn Error>> {
 /// Starts the server the subcommand names, configured from its options, on `listener`.
 fn start(
     command: &Command,
-    life: &Lifecycle,
     listener: TcpListener,
     shutdown: &Shutdown,
 ) -> Result<ServerHandle, Box<dyn Error>> {
@@ -137,7 +137,7 @@ fn start(
                 .idle_timeout(args.server.idle_timeout)
                 .line_timeout(args.line_timeout)
                 .goodbye_line(&args.goodbye);
-            builder(&args.server, life, listener).start(echo, shutdown)?
+            builder(&args.server, listener).start(echo, shutdown)?
         }
         Command::Http(args) => {
             let http = Http::new(Hello::new().work_delay(args.work_delay))
@@ -148,7 +148,7 @@ fn start(
                 .body_timeout(args.body_timeout)
                 .idle_timeout(args.server.idle_timeout)
                 .keepalive_grace(args.keepalive_grace);
-            builder(&args.server, life, listener).start(http, shutdown)?
+            builder(&args.server, listener).start(http, shutdown)?
         }
         Command::Probe(_) => return Err("the probe is not a server".into()),
     };
