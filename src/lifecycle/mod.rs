@@ -2,9 +2,10 @@
 //! resources closed last-in first-out, and one shutdown budget, ending in a report.
 //!
 //! The phases are those of the contract: **starting → serving → draining → cleanup →
-//! stopped**. [`Lifecycle::run_startup_hook`] runs a startup hook at once (so its value, a
-//! database pool say, can be handed to the server); when one fails, the resources
-//! registered so far are closed in reverse order and [`StartupError`] names the hook.
+//! stopped**. [`Lifecycle::run_startup_hook`] runs a startup hook at once (so its
+//! value, a database pool say, can be handed to the server); when one fails, the
+//! resources registered so far are closed in reverse order and [`StartupError`] names
+//! the hook.
 //! [`Lifecycle::run`] / [`Lifecycle::run_with`] then wait for the shutdown token and
 //! take the application down in order:
 //!
@@ -20,9 +21,8 @@
 //!
 //! Every deadline is carved out of one **shutdown budget** (default 30 s, Kubernetes'
 //! grace period), counted from the trigger: draining gets the budget minus a cleanup
-//! reserve, cleanup gets what is left. The tutorial's database example closes its pool
-//! after a fixed one-second sleep, whether requests are done or not; here the close
-//! waits for them, and a request never meets a closed pool.
+//! reserve, cleanup gets what is left. The close of a database pool waits for the
+//! requests (never a fixed sleep), so a request never meets a closed pool.
 
 use std::error::Error;
 use std::fmt;
