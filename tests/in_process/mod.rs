@@ -1,7 +1,7 @@
 //! Clients for the tests that run the server in-process (the library as a program
 //! embeds it): a line client and a raw HTTP reply reader, every read with a deadline.
-//! These are the parts of tests/cli/support that need no binary, kept here so these
-//! tests build without the `cli` feature.
+//! They need no binary, so these tests build without the `cli` feature; the CLI
+//! tests' support module includes this file too, so there is one copy.
 #![allow(dead_code)]
 
 use std::io::{self, BufRead, BufReader, Read, Write};

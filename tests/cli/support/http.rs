@@ -1,9 +1,10 @@
 //! Raw-socket HTTP for what a well-behaved client library will not send: malformed,
 //! slow and pipelined requests, read back with deadlines.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 
+pub use super::in_process::{assert_eof, read_reply, Reply};
 use super::{Process, PATIENCE};
 
 /// `http://addr/path`.
@@ -23,81 +24,6 @@ pub fn connect(addr: SocketAddr) -> BufReader<TcpStream> {
 /// Writes raw bytes.
 pub fn send(client: &mut BufReader<TcpStream>, bytes: &[u8]) {
     client.get_mut().write_all(bytes).expect("write");
-}
-
-/// One response as read off a raw connection.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Reply {
-    /// The first header named `name`, without case.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as text.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-}
-
-/// Reads one response; `head_only` for the answer to a HEAD.
-#[track_caller]
-pub fn read_reply(reader: &mut BufReader<TcpStream>, head_only: bool) -> Reply {
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("status line");
-    let status = line
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line {line:?}"));
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        reader.read_line(&mut line).expect("header line");
-        let field = line.trim_end();
-        if field.is_empty() {
-            break;
-        }
-        let (name, value) = field.split_once(':').expect("a header field");
-        headers.push((name.to_string(), value.trim().to_string()));
-    }
-    let mut reply = Reply {
-        status,
-        headers,
-        body: Vec::new(),
-    };
-    if !head_only {
-        let length: usize = reply
-            .header("content-length")
-            .expect("Content-Length")
-            .parse()
-            .expect("a length");
-        reply.body = vec![0; length];
-        reader.read_exact(&mut reply.body).expect("body");
-    }
-    reply
-}
-
-/// Asserts the server closed the connection cleanly: EOF, no extra bytes, no reset.
-#[track_caller]
-pub fn assert_eof(reader: &mut BufReader<TcpStream>) {
-    let mut rest = Vec::new();
-    reader
-        .read_to_end(&mut rest)
-        .expect("a clean EOF, not a reset");
-    assert!(
-        rest.is_empty(),
-        "unexpected bytes {:?}",
-        String::from_utf8_lossy(&rest)
-    );
 }
 
 /// Sends `request` on a fresh connection and expects `status`, `Connection: close`

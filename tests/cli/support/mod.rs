@@ -3,6 +3,12 @@
 #![allow(dead_code)]
 
 pub mod http;
+// The clients that need no binary, shared with the in-process tests.
+#[path = "../../in_process/mod.rs"]
+mod in_process;
+// Not every includer (benches/wakeup.rs) uses all of them.
+#[allow(unused_imports)]
+pub use in_process::{Client, End, GOODBYE, PATIENCE};
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,10 +19,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-
-/// Generous bound for anything that should take milliseconds: CI machines are slow
-/// and shared, and a deadline only costs time when a test is failing anyway.
-pub const PATIENCE: Duration = Duration::from_secs(10);
 
 /// The `lameduck` binary cargo built for these tests.
 pub fn binary() -> PathBuf {
@@ -427,69 +429,6 @@ pub fn field_num(report: &str, key: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("{key} in {report:?} is not a number"))
 }
-
-/// A line-oriented client with deadlines on every read.
-pub struct Client {
-    reader: BufReader<TcpStream>,
-}
-
-/// How a connection ended, as the client saw it.
-#[derive(Debug, PartialEq, Eq)]
-pub enum End {
-    Eof,
-    Reset,
-}
-
-impl Client {
-    #[track_caller]
-    pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap_or_else(|err| panic!("connect {addr}: {err}"));
-        stream.set_read_timeout(Some(PATIENCE)).unwrap();
-        stream.set_write_timeout(Some(PATIENCE)).unwrap();
-        Client {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    pub fn stream(&self) -> &TcpStream {
-        self.reader.get_ref()
-    }
-
-    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.reader.get_mut().write_all(bytes)
-    }
-
-    /// The next line with its `\r\n`, as bytes; `Ok(None)` at EOF.
-    pub fn line(&mut self) -> io::Result<Option<Vec<u8>>> {
-        let mut line = Vec::new();
-        match self.reader.read_until(b'\n', &mut line)? {
-            0 => Ok(None),
-            _ => Ok(Some(line)),
-        }
-    }
-
-    /// The next line as text, panicking on EOF, error or timeout.
-    #[track_caller]
-    pub fn expect_line(&mut self) -> String {
-        match self.line() {
-            Ok(Some(line)) => String::from_utf8_lossy(&line).into_owned(),
-            Ok(None) => panic!("EOF where a line was expected"),
-            Err(err) => panic!("error where a line was expected: {err}"),
-        }
-    }
-
-    /// Reads until the server closes; everything read, and how it ended.
-    pub fn rest(&mut self) -> (Vec<u8>, End) {
-        let mut rest = Vec::new();
-        match self.reader.read_to_end(&mut rest) {
-            Ok(_) => (rest, End::Eof),
-            Err(err) if err.kind() == io::ErrorKind::ConnectionReset => (rest, End::Reset),
-            Err(err) => panic!("reading to the end: {err} (after {rest:?})"),
-        }
-    }
-}
-
-pub const GOODBYE: &str = "Server is shutting down. Goodbye!\r\n";
 
 /// A client that sends `request` over and over and never reads: the server's worker
 /// ends up blocked writing replies into a full socket. Returns once that has
