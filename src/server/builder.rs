@@ -180,10 +180,10 @@ impl ServerBuilder {
     }
 
     /// How long a worker thread with no connection to serve waits for one before it
-    /// ends; the next connection that finds no worker idle starts a new one (tens of
-    /// microseconds). Shorter gives memory back sooner after a peak and makes the
-    /// shutdown of a server that has gone quiet cheaper; longer keeps threads for
-    /// bursts further apart. Default [`DEFAULT_WORKER_IDLE_TIMEOUT`] (10 s).
+    /// ends; the next connection that finds no worker idle starts a new one (a
+    /// fraction of a millisecond). Shorter gives memory back sooner after a peak and
+    /// makes the shutdown of a server that has gone quiet cheaper; longer keeps
+    /// threads for bursts further apart. Default [`DEFAULT_WORKER_IDLE_TIMEOUT`] (10 s).
     pub fn worker_idle_timeout(mut self, timeout: Duration) -> Self {
         self.worker_idle_timeout = timeout.max(Duration::from_millis(1));
         self
