@@ -7,7 +7,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use super::pool::Job;
+use super::serve::Job;
 
 /// The first wait after a failed accept (see [`Backoff`]).
 const MIN_BACKOFF: Duration = Duration::from_millis(1);

@@ -28,8 +28,9 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::accept::{accept_one, out_of_resources, Accepted, Backoff, FailureLog};
 use super::backlog::BacklogProbe;
-use super::pool::{Job, Pool};
+use super::pool::Pool;
 use super::report::Stats;
+use super::serve::Job;
 use super::state::ServerState;
 use crate::shutdown::{Reason, Shutdown};
 

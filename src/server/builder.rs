@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use super::defaults::{DEFAULT_WORKER_IDLE_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 use super::handle::{DrainConfig, ServerHandle, Threads};
 use super::handler::Handler;
 use super::pool::{Pool, PoolConfig, Workers};
@@ -20,19 +21,6 @@ use super::state::ServerState;
 use super::{accept, acceptor, backlog, busy, listener, registry};
 use crate::shutdown::Shutdown;
 use crate::threads::{Crew, TaskOutcome};
-
-/// The default of [`ServerBuilder::write_timeout`]: nginx's `send_timeout`, long
-/// enough for a client on a link that drops out for tens of seconds (TCP's own
-/// retransmission backs off that long) and for a reader that stops to think.
-pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// The default of [`ServerBuilder::worker_idle_timeout`], as long as tokio keeps an
-/// idle thread of its blocking pool: a burst of connections a few seconds apart
-/// reuses its threads, and a server that has gone quiet holds none.
-pub const DEFAULT_WORKER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The drain timeout of [`ServerHandle::join`] when the builder sets none.
-pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Options of a server; every setter documents its default.
 // Not `Clone`: it may own a listening socket, and a second copy of that descriptor
@@ -149,7 +137,7 @@ impl ServerBuilder {
     /// delay) before what is left is force-closed. Default: the deadline of whoever
     /// joins the server — [`Lifecycle::serve`](crate::Lifecycle::serve) gives it the
     /// lifecycle's drain deadline, [`ServerHandle::join_by`] the one it is given —
-    /// or [`DEFAULT_DRAIN_TIMEOUT`] (30 s) for [`ServerHandle::join`]. When both
+    /// or [`DEFAULT_DRAIN_TIMEOUT`](super::DEFAULT_DRAIN_TIMEOUT) (30 s) for [`ServerHandle::join`]. When both
     /// are set, the earlier deadline wins.
     pub fn drain_timeout(mut self, timeout: Duration) -> Self {
         self.drain_timeout = Some(timeout);

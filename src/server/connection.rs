@@ -21,9 +21,9 @@ use std::net::{Shutdown as Direction, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use super::builder::DEFAULT_WRITE_TIMEOUT;
 use super::close::is_timeout;
 use super::close::linger_close;
+use super::defaults::DEFAULT_WRITE_TIMEOUT;
 use super::forced::Forced;
 use super::registry::{SlotGuard, State};
 use crate::shutdown::Shutdown;

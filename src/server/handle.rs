@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use super::builder::DEFAULT_DRAIN_TIMEOUT;
+use super::defaults::DEFAULT_DRAIN_TIMEOUT;
 use super::pool::Workers;
 use super::report::{ServerReport, Stats};
 use super::state::ServerState;
@@ -146,7 +146,7 @@ impl ServerHandle {
     /// running are detached and named in the log.
     ///
     /// The deadline is the trigger plus [`ServerBuilder::drain_timeout`], or
-    /// [`DEFAULT_DRAIN_TIMEOUT`] if the builder set none.
+    /// [`DEFAULT_DRAIN_TIMEOUT`](super::DEFAULT_DRAIN_TIMEOUT) if the builder set none.
     ///
     /// [`ServerBuilder::drain_timeout`]: super::ServerBuilder::drain_timeout
     pub fn join(self) -> ServerReport {

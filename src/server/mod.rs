@@ -63,6 +63,7 @@ mod builder;
 mod busy;
 mod close;
 mod connection;
+mod defaults;
 mod forced;
 mod handle;
 mod handler;
@@ -74,12 +75,10 @@ mod serve;
 mod state;
 
 pub use accept::take_backlog;
-pub use builder::{
-    ServerBuilder, StartError, DEFAULT_DRAIN_TIMEOUT, DEFAULT_WORKER_IDLE_TIMEOUT,
-    DEFAULT_WRITE_TIMEOUT,
-};
+pub use builder::{ServerBuilder, StartError};
 pub use close::close_gracefully;
 pub use connection::{Connection, Received};
+pub use defaults::{DEFAULT_DRAIN_TIMEOUT, DEFAULT_WORKER_IDLE_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 pub use forced::Forced;
 pub use handle::ServerHandle;
 pub use handler::Handler;

@@ -18,38 +18,14 @@
 //! (Over 400 lines with its tests, which drive a real pool over loopback sockets.)
 
 use std::io;
-use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use super::serve::serve;
+use super::serve::{serve, Job};
 use super::state::ServerState;
 use crate::threads::{Crew, JoinEnd, TaskOutcome};
-
-/// An accepted connection waiting for a worker.
-#[derive(Debug)]
-pub(crate) struct Job {
-    pub(crate) stream: TcpStream,
-    pub(crate) peer: SocketAddr,
-    /// A second handle on the socket, for the registry (dismissal, force-close).
-    /// The acceptor takes it, waiting for a descriptor if need be, so that running
-    /// out of them never leaves a connection out of the registry (see `acceptor`);
-    /// `None` only if it could not be had at all.
-    pub(crate) handle: Option<TcpStream>,
-}
-
-impl Job {
-    /// A job without a registry handle yet.
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr) -> Job {
-        Job {
-            stream,
-            peer,
-            handle: None,
-        }
-    }
-}
 
 /// How the pool is sized and how its threads are made.
 #[derive(Debug, Clone, Copy)]
@@ -358,7 +334,7 @@ fn work(shared: &Shared) {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
-    use std::net::TcpListener;
+    use std::net::{TcpListener, TcpStream};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 

@@ -2,15 +2,38 @@
 //! and the count of how the connection ended.
 
 use std::io;
+use std::net::{SocketAddr, TcpStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::connection::{Connection, Spin, Timeouts};
-use super::pool::Job;
 use super::registry::Seat;
 use super::report::Stats;
 use super::state::ServerState;
 use crate::threads::panic_message;
+
+/// An accepted connection waiting for a worker.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) stream: TcpStream,
+    pub(crate) peer: SocketAddr,
+    /// A second handle on the socket, for the registry (dismissal, force-close).
+    /// The acceptor takes it, waiting for a descriptor if need be, so that running
+    /// out of them never leaves a connection out of the registry (see `acceptor`);
+    /// `None` only if it could not be had at all.
+    pub(crate) handle: Option<TcpStream>,
+}
+
+impl Job {
+    /// A job without a registry handle yet.
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr) -> Job {
+        Job {
+            stream,
+            peer,
+            handle: None,
+        }
+    }
+}
 
 /// Counts the workers holding a connection, for the decision to poll between
 /// requests.

@@ -2,24 +2,24 @@
 
 use ::http::Version;
 
-use super::request::{Fields, RequestError};
-
 /// RFC 9112 §3.2: an HTTP/1.1 request carries exactly one `Host`, and a request whose
 /// `Host` is repeated or is not a valid `uri-host [ ":" port ]` gets 400 — two hosts
 /// are how requests get routed to one backend and interpreted as another.
-pub(crate) fn check_host(headers: &Fields<'_>, version: Version) -> Result<(), RequestError> {
+/// Takes the head's fields as `httparse` gave them; says what is wrong, for a 400.
+pub(crate) fn check_host(
+    headers: &[httparse::Header<'_>],
+    version: Version,
+) -> Result<(), &'static str> {
     let mut hosts = headers
         .iter()
         .filter(|h| h.name.eq_ignore_ascii_case("host"))
         .map(|h| h.value.trim_ascii());
     match (hosts.next(), hosts.next()) {
-        (None, _) if version == Version::HTTP_11 => {
-            Err(RequestError::bad("HTTP/1.1 request without Host"))
-        }
+        (None, _) if version == Version::HTTP_11 => Err("HTTP/1.1 request without Host"),
         (None, _) => Ok(()),
-        (Some(_), Some(_)) => Err(RequestError::bad("more than one Host")),
+        (Some(_), Some(_)) => Err("more than one Host"),
         (Some(host), None) if is_valid_host(host) => Ok(()),
-        (Some(_), None) => Err(RequestError::bad("invalid Host")),
+        (Some(_), None) => Err("invalid Host"),
     }
 }
 

@@ -136,7 +136,7 @@ pub(crate) fn parse_head(input: &[u8], limits: &Limits) -> Result<Parsed, Reques
     };
     let fields: &Fields<'_> = req.headers;
     let framing = framing(fields, version, limits)?;
-    check_host(fields, version)?;
+    check_host(fields, version).map_err(RequestError::bad)?;
     let head = Head {
         method: Method::from_bytes(method.as_bytes())
             .map_err(|_| RequestError::bad("invalid method"))?,
