@@ -1,7 +1,8 @@
 //! lameduck: graceful shutdown without an async runtime.
 //!
 //! Plain threads and blocking sockets: an acceptor thread polls a nonblocking
-//! listener and hands connections to a fixed pool of workers over a bounded channel.
+//! listener and hands connections over a channel to a pool of workers, which start
+//! as connections need them, up to a fixed limit, and end when idle.
 //! When a signal (or your code) triggers the [`Shutdown`] token, the server stops
 //! accepting — after taking what waits in the kernel's backlog — lets every
 //! connection finish what it was doing, says goodbye, closes each socket without a
