@@ -86,12 +86,14 @@ pub(crate) fn is_timeout(err: &io::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
 
-    fn pair() -> (TcpStream, TcpStream) {
+    /// A connected pair on loopback: (server side, client side), the client's reads
+    /// bounded. The server's other unit tests use it too.
+    pub(crate) fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();

@@ -375,18 +375,8 @@ impl Drop for SlotGuard<'_> {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::net::TcpListener;
 
-    /// A connected pair on loopback: (server side, client side).
-    fn pair() -> (TcpStream, TcpStream) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, _) = listener.accept().unwrap();
-        client
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        (server, client)
-    }
+    use crate::server::close::tests::pair;
 
     #[test]
     fn an_idle_connection_is_told_goodbye_then_eof() {

@@ -291,9 +291,8 @@ mod tests {
 
     fn quiet(_: &TaskOutcome) {}
 
-    #[test]
-    fn joins_threads_that_exit_and_names_those_that_do_not() {
-        let never = crossbeam_channel::never();
+    /// A crew of two: "quick" ends at once, "stuck" when the sender is dropped.
+    fn quick_and_stuck() -> (Crew, crossbeam_channel::Sender<()>) {
         let mut crew = Crew::new();
         let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
         crew.spawn("quick".into(), None, || Ok(()), quiet).unwrap();
@@ -307,6 +306,13 @@ mod tests {
             quiet,
         )
         .unwrap();
+        (crew, release_tx)
+    }
+
+    #[test]
+    fn joins_threads_that_exit_and_names_those_that_do_not() {
+        let never = crossbeam_channel::never();
+        let (mut crew, release_tx) = quick_and_stuck();
         let end = crew.join_until(Instant::now() + Duration::from_millis(200), &never);
         assert_eq!(end, JoinEnd::DeadlinePassed);
         assert!(crew.last_exit().is_some());
@@ -360,19 +366,7 @@ mod tests {
     #[test]
     fn forgetting_the_ended_keeps_only_the_threads_alive() {
         let never = crossbeam_channel::never();
-        let mut crew = Crew::new();
-        let (release_tx, release_rx) = crossbeam_channel::bounded::<()>(0);
-        crew.spawn("quick".into(), None, || Ok(()), quiet).unwrap();
-        crew.spawn(
-            "stuck".into(),
-            None,
-            move || {
-                let _ = release_rx.recv();
-                Ok(())
-            },
-            quiet,
-        )
-        .unwrap();
+        let (mut crew, release_tx) = quick_and_stuck();
         let soon = Instant::now() + Duration::from_millis(200);
         assert_eq!(crew.join_until(soon, &never), JoinEnd::DeadlinePassed);
         crew.forget_ended();
