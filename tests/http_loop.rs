@@ -4,60 +4,14 @@
 
 mod in_process;
 
-use std::io::{BufReader, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::time::{Duration, Instant};
 
-use in_process::{assert_eof, read_reply};
+use in_process::{assert_eof, read_reply, Running};
 use lameduck::protocol::http::http::StatusCode;
 use lameduck::protocol::http::*;
-use lameduck::{Server, ServerHandle, ServerReport, Shutdown};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-struct Running {
-    shutdown: Shutdown,
-    server: Option<ServerHandle>,
-}
-
-impl Running {
-    fn start<S: Service>(http: Http<S>) -> Running {
-        let shutdown = Shutdown::new();
-        let server = Server::builder()
-            .addr("127.0.0.1:0".parse().unwrap())
-            .workers(4)
-            .tick(Duration::from_millis(20))
-            .linger(Duration::from_millis(200))
-            .start(http, &shutdown)
-            .expect("server starts");
-        Running {
-            shutdown,
-            server: Some(server),
-        }
-    }
-
-    fn connect(&self) -> BufReader<TcpStream> {
-        let addr = self.server.as_ref().unwrap().local_addr();
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        BufReader::new(stream)
-    }
-
-    /// Drains the server and returns its report.
-    fn stop(mut self) -> ServerReport {
-        self.shutdown.trigger();
-        self.server.take().expect("the server is running").join()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.force();
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
-    }
-}
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {

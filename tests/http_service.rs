@@ -11,54 +11,11 @@ use std::net::TcpStream;
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use in_process::{assert_eof, read_reply, Reply};
+use in_process::{assert_eof, read_reply, Reply, Running};
 use lameduck::protocol::http::http::{self, header, Method, StatusCode};
 #[cfg(feature = "json")]
 use lameduck::protocol::http::json;
-use lameduck::protocol::http::{
-    query_pairs, text, Body, Context, Error, Http, Request, Response, Service,
-};
-use lameduck::{Server, ServerHandle, Shutdown};
-
-const WAIT: Duration = Duration::from_secs(10);
-
-struct Running {
-    shutdown: Shutdown,
-    server: Option<ServerHandle>,
-}
-
-impl Running {
-    fn start<S: Service>(http: Http<S>) -> Running {
-        let shutdown = Shutdown::new();
-        let server = Server::builder()
-            .addr("127.0.0.1:0".parse().unwrap())
-            .workers(4)
-            .tick(Duration::from_millis(20))
-            .linger(Duration::from_millis(200))
-            .start(http, &shutdown)
-            .expect("server starts");
-        Running {
-            shutdown,
-            server: Some(server),
-        }
-    }
-
-    fn connect(&self) -> BufReader<TcpStream> {
-        let addr = self.server.as_ref().unwrap().local_addr();
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        BufReader::new(stream)
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.force();
-        if let Some(server) = self.server.take() {
-            let _ = server.join();
-        }
-    }
-}
+use lameduck::protocol::http::{query_pairs, text, Body, Context, Error, Http, Request, Response};
 
 fn send(client: &mut BufReader<TcpStream>, bytes: &[u8]) {
     client.get_mut().write_all(bytes).expect("send");

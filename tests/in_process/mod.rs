@@ -8,6 +8,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use lameduck::protocol::http::{Http, Service};
+use lameduck::{Server, ServerHandle, ServerReport, Shutdown};
+
 /// Generous bound for anything that should take milliseconds: CI machines are slow
 /// and shared, and a deadline only costs time when a test is failing anyway.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -148,4 +151,50 @@ pub fn assert_eof(reader: &mut BufReader<TcpStream>) {
         "unexpected bytes {:?}",
         String::from_utf8_lossy(&rest)
     );
+}
+
+/// An HTTP server on a free port, in this process, with a short tick and linger so
+/// tests end quickly; dropping it forces the shutdown and joins.
+pub struct Running {
+    pub shutdown: Shutdown,
+    server: Option<ServerHandle>,
+}
+
+impl Running {
+    pub fn start<S: Service>(http: Http<S>) -> Running {
+        let shutdown = Shutdown::new();
+        let server = Server::builder()
+            .addr("127.0.0.1:0".parse().unwrap())
+            .workers(4)
+            .tick(Duration::from_millis(20))
+            .linger(Duration::from_millis(200))
+            .start(http, &shutdown)
+            .expect("server starts");
+        Running {
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    pub fn connect(&self) -> BufReader<TcpStream> {
+        let addr = self.server.as_ref().unwrap().local_addr();
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(PATIENCE)).unwrap();
+        BufReader::new(stream)
+    }
+
+    /// Drains the server and returns its report.
+    pub fn stop(mut self) -> ServerReport {
+        self.shutdown.trigger();
+        self.server.take().expect("the server is running").join()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown.force();
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
+        }
+    }
 }
