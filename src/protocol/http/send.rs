@@ -67,7 +67,8 @@ impl<S: Service> Session<'_, S> {
             (true, false) => Persist::KeepAlive,
             (true, true) => Persist::Default,
         };
-        if let Some(taken) = taken {
+        // The comparison formats strings: only worth it when someone reads the log.
+        if let Some(taken) = taken.filter(|_| log::log_enabled!(log::Level::Debug)) {
             let replaced = taken.replaced(delimit, persist);
             if !replaced.is_empty() {
                 log::debug!("{peer}: replaced the service's {}", replaced.join(", "));
